@@ -1,0 +1,276 @@
+"""Composition root and CLI: `python app.py [serve|migrate|token|demo|wallet]`.
+
+This is the only module that reads the environment (through `Settings`); everything else gets its
+dependencies passed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("app")
+
+
+class Settings(BaseSettings):
+    """Every variable of the contract (DESIGN.md, "Environment"), read from the environment and `.env`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: str = "sqlite+aiosqlite:///./var/app.db"
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=0, le=65535)
+
+    slack_signing_secret: str | None = None
+    slack_bot_token: str | None = None
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+
+    supabase_jwt_secret: str | None = None
+    supabase_jwks_url: str | None = None
+    supabase_jwt_audience: str = "authenticated"
+    supabase_jwt_issuer: str | None = None
+
+    starting_credit_usd: Decimal = Decimal("5.00")
+    billing_enforced: bool = True
+
+    test_postgres_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+    # Operational knobs beyond the contract (documented in .env.example).
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    turn_timeout_seconds: float = Field(default=600.0, gt=0)
+    dashboard_origin: str | None = None
+    public_url: str | None = None
+    log_level: str = "INFO"
+
+    @field_validator(
+        "slack_signing_secret",
+        "slack_bot_token",
+        "slack_client_id",
+        "slack_client_secret",
+        "anthropic_api_key",
+        "anthropic_base_url",
+        "supabase_jwt_secret",
+        "supabase_jwks_url",
+        "supabase_jwt_issuer",
+        "dashboard_origin",
+        "public_url",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    def missing_features(self) -> list[str]:
+        """What is not configured, and what therefore does not work (one log line at start)."""
+        missing = []
+        if not self.slack_signing_secret:
+            missing.append("SLACK_SIGNING_SECRET unset: /slack/events refuses every request")
+        if not (self.slack_bot_token or (self.slack_client_id and self.slack_client_secret)):
+            missing.append(
+                "no SLACK_BOT_TOKEN or SLACK_CLIENT_ID/SECRET: no replies can be posted to Slack"
+            )
+        if not self.anthropic_api_key:
+            missing.append("ANTHROPIC_API_KEY unset: turns end with a clear `app.error` event")
+        if not (self.supabase_jwt_secret or self.supabase_jwks_url):
+            missing.append("SUPABASE_JWT_SECRET unset: dashboard routes answer 401")
+        return missing
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON line per log event, with whatever `extra=` fields the caller gave."""
+
+    _skip = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in self._skip and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+@dataclass
+class Services:
+    """Everything `build` wires together; the web app and the CLI commands use it."""
+
+    settings: Settings
+    engine: Any
+    sessionmaker: Any
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+class StartupError(Exception):
+    """A configuration problem worth one clear line, not a traceback."""
+
+
+async def open_database(settings: Settings, *, migrate_sqlite: bool = True) -> Services:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from store.db import DatabaseConfigError, is_sqlite, make_engine, make_sessionmaker, ping
+    from store.migrate import upgrade
+
+    try:
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    except DatabaseConfigError as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        await asyncio.wait_for(ping(engine), timeout=10)
+        if migrate_sqlite and is_sqlite(engine):
+            await upgrade(engine)
+    except (TimeoutError, OSError, SQLAlchemyError) as exc:
+        await engine.dispose()
+        raise StartupError(
+            f"cannot reach the database at {_redact(settings.database_url)}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'timed out'}"
+        ) from exc
+    return Services(settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine))
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparseable URL: say nothing of its contents
+        return "<DATABASE_URL>"
+
+
+def build_web_app(services: Services) -> Any:
+    from aiohttp import web
+
+    from dashboard_api.health import register as register_health
+
+    app = web.Application(client_max_size=1024 * 1024)
+    app["services"] = services
+    register_health(app, services.engine)
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    services = await open_database(settings)
+    for line in settings.missing_features():
+        log.warning("not configured", extra={"detail": line})
+    app = build_web_app(services)
+    runner = web.AppRunner(app, shutdown_timeout=30)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("serving", extra={"url": f"http://{settings.host}:{settings.port}"})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight work")
+    await runner.cleanup()  # on_shutdown hooks drain tracked work, then connections close
+    await services.close()
+    log.info("stopped")
+
+
+async def migrate(settings: Settings) -> None:
+    from store.migrate import upgrade
+
+    services = await open_database(settings, migrate_sqlite=False)
+    try:
+        await upgrade(services.engine)
+    finally:
+        await services.close()
+    log.info("migrations applied", extra={"database": _redact(settings.database_url)})
+
+
+def make_token(settings: Settings, workspace: str, user: str, ttl_seconds: int) -> str:
+    import jwt
+
+    if not settings.supabase_jwt_secret:
+        raise StartupError("SUPABASE_JWT_SECRET is not set: there is no key to sign a token with")
+    now = int(time.time())
+    claims = {
+        "sub": user,
+        "aud": settings.supabase_jwt_audience,
+        "iat": now,
+        "exp": now + ttl_seconds,
+        "role": "authenticated",
+        "app_metadata": {"workspace_id": workspace},
+    }
+    if settings.supabase_jwt_issuer:
+        claims["iss"] = settings.supabase_jwt_issuer
+    return jwt.encode(claims, settings.supabase_jwt_secret, algorithm="HS256")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="app.py", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="serve Slack, the dashboard API and the workers (default)")
+    sub.add_parser("migrate", help="apply database migrations")
+    token = sub.add_parser("token", help="print a dashboard access token")
+    token.add_argument("--workspace", required=True)
+    token.add_argument("--user", required=True)
+    token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default a day)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "configuration"
+        print(f"error: {name}: {first['msg']}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        if args.command == "token":
+            print(make_token(settings, args.workspace, args.user, args.ttl))
+        elif args.command == "migrate":
+            asyncio.run(migrate(settings))
+        else:
+            asyncio.run(serve(settings))
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Deployed agents and their Slack bindings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+
+from store.db import DbSession
+from store.ids import new_id
+from store.models import DeployedAgent, SlackBinding, utcnow
+
+
+async def create_agent(
+    db: DbSession,
+    *,
+    workspace_id: str,
+    name: str,
+    model: str,
+    system_prompt: str,
+    tools: list[Any],
+    approval_required_tools: list[str],
+    created_by: str | None,
+) -> DeployedAgent:
+    now = utcnow()
+    agent = DeployedAgent(
+        id=new_id("agt"),
+        workspace_id=workspace_id,
+        name=name,
+        model=model,
+        system_prompt=system_prompt,
+        tools=tools,
+        approval_required_tools=approval_required_tools,
+        created_by=created_by,
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(agent)
+    await db.flush()
+    return agent
+
+
+async def set_runtime_ids(
+    db: DbSession,
+    agent_id: str,
+    *,
+    anthropic_agent_id: str,
+    anthropic_agent_version: int | None,
+    anthropic_environment_id: str,
+) -> None:
+    await db.execute(
+        update(DeployedAgent)
+        .where(DeployedAgent.id == agent_id)
+        .values(
+            anthropic_agent_id=anthropic_agent_id,
+            anthropic_agent_version=anthropic_agent_version,
+            anthropic_environment_id=anthropic_environment_id,
+            updated_at=utcnow(),
+        )
+    )
+
+
+async def get_agent(
+    db: DbSession, agent_id: str, *, workspace_id: str | None = None
+) -> DeployedAgent | None:
+    """The agent, or None when it does not exist or belongs to another workspace."""
+    agent = await db.get(DeployedAgent, agent_id)
+    if agent is None or (workspace_id is not None and agent.workspace_id != workspace_id):
+        return None
+    return agent
+
+
+async def list_agents(
+    db: DbSession,
+    workspace_id: str,
+    *,
+    limit: int,
+    cursor: tuple[datetime, str] | None = None,
+) -> tuple[list[DeployedAgent], bool]:
+    """Newest first, keyset on (created_at, id)."""
+    query = select(DeployedAgent).where(DeployedAgent.workspace_id == workspace_id)
+    if cursor is not None:
+        created_at, agent_id = cursor
+        query = query.where(
+            or_(
+                DeployedAgent.created_at < created_at,
+                and_(DeployedAgent.created_at == created_at, DeployedAgent.id < agent_id),
+            )
+        )
+    query = query.order_by(DeployedAgent.created_at.desc(), DeployedAgent.id.desc())
+    rows = list(await db.scalars(query.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+async def bind_slack(
+    db: DbSession,
+    *,
+    workspace_id: str,
+    agent_id: str,
+    team_id: str,
+    channel_ids: list[str],
+    team_default: bool,
+) -> list[SlackBinding]:
+    """Bind an agent to channels of a team and/or as the team's default.
+
+    A later binding of the same channel (or team default) moves it to this agent."""
+    bindings: list[SlackBinding] = []
+    now = utcnow()
+    targets: list[tuple[str | None, bool]] = [(c, False) for c in channel_ids]
+    if team_default:
+        targets.append((None, True))
+    for channel_id, is_default in targets:
+        query = select(SlackBinding).where(SlackBinding.team_id == team_id)
+        if is_default:
+            query = query.where(SlackBinding.is_team_default.is_(True))
+        else:
+            query = query.where(SlackBinding.channel_id == channel_id)
+        existing = await db.scalar(query.with_for_update())
+        if existing is not None:
+            existing.deployed_agent_id = agent_id
+            existing.workspace_id = workspace_id
+            bindings.append(existing)
+            continue
+        binding = SlackBinding(
+            id=new_id("bnd"),
+            workspace_id=workspace_id,
+            team_id=team_id,
+            channel_id=channel_id,
+            deployed_agent_id=agent_id,
+            is_team_default=is_default,
+            created_at=now,
+        )
+        db.add(binding)
+        bindings.append(binding)
+    await db.flush()
+    return bindings
+
+
+async def resolve_slack_agent(
+    db: DbSession, *, team_id: str, channel_id: str | None
+) -> DeployedAgent | None:
+    """A channel binding wins over the team's default; DMs (channel None) get the default."""
+    if channel_id is not None:
+        agent = await db.scalar(
+            select(DeployedAgent)
+            .join(SlackBinding, SlackBinding.deployed_agent_id == DeployedAgent.id)
+            .where(SlackBinding.team_id == team_id, SlackBinding.channel_id == channel_id)
+        )
+        if agent is not None:
+            return agent
+    return await db.scalar(
+        select(DeployedAgent)
+        .join(SlackBinding, SlackBinding.deployed_agent_id == DeployedAgent.id)
+        .where(SlackBinding.team_id == team_id, SlackBinding.is_team_default.is_(True))
+    )
+
+
+async def list_bindings(db: DbSession, agent_id: str) -> list[SlackBinding]:
+    rows = await db.scalars(
+        select(SlackBinding)
+        .where(SlackBinding.deployed_agent_id == agent_id)
+        .order_by(SlackBinding.created_at, SlackBinding.id)
+    )
+    return list(rows)

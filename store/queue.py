@@ -1,0 +1,91 @@
+"""The per-session inbox: user messages wait here, in order, until a turn sends them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+
+from store.db import DbSession, insert_for
+from store.ids import new_id
+from store.models import AgentSession, SessionInbox, utcnow
+
+
+async def enqueue(
+    db: DbSession,
+    session_id: str,
+    *,
+    text: str,
+    content: list[Any] | None = None,
+    author: str | None = None,
+    dedupe_key: str | None = None,
+    slack_ts: str | None = None,
+) -> SessionInbox | None:
+    """Append a message; None when `dedupe_key` was already taken (the same message again)."""
+    position = await db.scalar(
+        update(AgentSession)
+        .where(AgentSession.id == session_id)
+        .values(inbox_seq=AgentSession.inbox_seq + 1)
+        .returning(AgentSession.inbox_seq)
+    )
+    if position is None:
+        raise LookupError(f"no session {session_id}")
+    message_id = new_id("msg")
+    stmt = insert_for(db, SessionInbox).values(
+        id=message_id,
+        session_id=session_id,
+        position=position,
+        state="queued",
+        text=text,
+        content=content or [],
+        author=author,
+        dedupe_key=dedupe_key,
+        slack_ts=slack_ts,
+        created_at=utcnow(),
+    )
+    if dedupe_key is not None:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"])
+    inserted = await db.scalar(stmt.returning(SessionInbox.id))
+    if inserted is None:
+        return None
+    return await db.get(SessionInbox, message_id)
+
+
+async def next_queued(db: DbSession, session_id: str) -> SessionInbox | None:
+    return await db.scalar(
+        select(SessionInbox)
+        .where(SessionInbox.session_id == session_id, SessionInbox.state == "queued")
+        .order_by(SessionInbox.position)
+        .limit(1)
+    )
+
+
+async def mark_sending(db: DbSession, message_id: str, runtime_event_id: str) -> None:
+    """Record the id we are about to send under, before sending: a crash between here and the
+    runtime's answer is settled by looking for that id (or our text) in the runtime's history."""
+    await db.execute(
+        update(SessionInbox)
+        .where(SessionInbox.id == message_id)
+        .values(runtime_event_id=runtime_event_id)
+    )
+
+
+async def mark_sent(db: DbSession, message_id: str) -> None:
+    await db.execute(
+        update(SessionInbox)
+        .where(SessionInbox.id == message_id, SessionInbox.state == "queued")
+        .values(state="sent", sent_at=utcnow())
+    )
+
+
+async def get_message(db: DbSession, message_id: str) -> SessionInbox | None:
+    return await db.get(SessionInbox, message_id)
+
+
+async def list_queued(db: DbSession, session_id: str) -> list[SessionInbox]:
+    rows = await db.scalars(
+        select(SessionInbox)
+        .where(SessionInbox.session_id == session_id, SessionInbox.state == "queued")
+        .order_by(SessionInbox.position)
+    )
+    return list(rows)
