@@ -127,9 +127,15 @@ class Services:
     settings: Settings
     engine: Any
     sessionmaker: Any
+    bus: Any = None
+    runtime: Any = None
+    runner: Any = None
+    core: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.shutdown()
         await self.engine.dispose()
 
 
@@ -137,14 +143,16 @@ class StartupError(Exception):
     """A configuration problem worth one clear line, not a traceback."""
 
 
-async def open_database(settings: Settings, *, migrate_sqlite: bool = True) -> Services:
+async def open_database(
+    settings: Settings, *, migrate_sqlite: bool = True, engine: Any = None
+) -> Services:
     from sqlalchemy.exc import SQLAlchemyError
 
     from store.db import DatabaseConfigError, is_sqlite, make_engine, make_sessionmaker, ping
     from store.migrate import upgrade
 
     try:
-        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
     except DatabaseConfigError as exc:
         raise StartupError(str(exc)) from exc
     try:
@@ -169,21 +177,74 @@ def _redact(url: str) -> str:
         return "<DATABASE_URL>"
 
 
+async def build(
+    settings: Settings,
+    *,
+    runtime: Any = None,
+    engine: Any = None,
+    lease_seconds: float = 30.0,
+    recover_every: float = 5.0,
+) -> Services:
+    """Open the database and wire the core: runtime, live bus, turn runner, session service.
+
+    Tests pass their own `engine` (a PostgreSQL schema of their own) and `runtime`."""
+    from runtime.client import build_runtime
+
+    from router.sessions import SessionService
+    from router.turns import TurnRunner
+    from store.bus import LiveBus
+
+    services = await open_database(settings, engine=engine)
+    services.bus = LiveBus()
+    services.runtime = runtime or build_runtime(
+        settings.anthropic_api_key, settings.anthropic_base_url
+    )
+    services.runner = TurnRunner(
+        services.sessionmaker,
+        services.runtime,
+        services.bus,
+        turn_timeout=settings.turn_timeout_seconds,
+        lease_seconds=lease_seconds,
+        recover_every=recover_every,
+    )
+    services.core = SessionService(
+        services.sessionmaker,
+        services.runner,
+        services.runtime,
+        starting_credit=settings.starting_credit_usd,
+    )
+    return services
+
+
 def build_web_app(services: Services) -> Any:
+    """One aiohttp application: health, Slack, dashboard API and webhooks on one port."""
     from aiohttp import web
 
+    from bot.http import register as register_slack
     from dashboard_api.health import register as register_health
+    from dashboard_api.routes import register as register_dashboard
 
     app = web.Application(client_max_size=1024 * 1024)
     app["services"] = services
     register_health(app, services.engine)
+    register_slack(app, services)
+    register_dashboard(app, services)
+
+    async def start_runner(_app: web.Application) -> None:
+        services.runner.start()
+
+    async def drain_runner(_app: web.Application) -> None:
+        await services.runner.shutdown()
+
+    app.on_startup.append(start_runner)
+    app.on_shutdown.append(drain_runner)
     return app
 
 
 async def serve(settings: Settings) -> None:
     from aiohttp import web
 
-    services = await open_database(settings)
+    services = await build(settings)
     for line in settings.missing_features():
         log.warning("not configured", extra={"detail": line})
     app = build_web_app(services)

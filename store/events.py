@@ -107,3 +107,17 @@ async def last_runtime_event(db: DbSession, session_id: str) -> SessionEvent | N
         .order_by(SessionEvent.seq.desc())
         .limit(1)
     )
+
+
+async def runtime_time_at(db: DbSession, session_id: str, seq: int) -> datetime | None:
+    """When the runtime processed the last runtime event mirrored at or before `seq`."""
+    return await db.scalar(
+        select(SessionEvent.created_at)
+        .where(
+            SessionEvent.session_id == session_id,
+            SessionEvent.seq <= seq,
+            ~SessionEvent.type.startswith("app."),
+        )
+        .order_by(SessionEvent.seq.desc())
+        .limit(1)
+    )

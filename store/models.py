@@ -204,7 +204,10 @@ class SessionEvent(Base):
 
 
 class SessionInbox(Base):
-    """User messages waiting for (or taken by) a turn, in order. `state`: queued | sent | cancelled."""
+    """User messages waiting for (or taken by) a turn, in order.
+
+    `state`: queued -> sending (handed to the runtime, not yet confirmed) -> sent; or failed
+    (the runtime refused it; the thread was told)."""
 
     __tablename__ = "session_inbox"
     __table_args__ = (
@@ -223,6 +226,8 @@ class SessionInbox(Base):
     dedupe_key: Mapped[str | None] = mapped_column(String(300), unique=True)
     slack_ts: Mapped[str | None] = mapped_column(String(32))
     runtime_event_id: Mapped[str | None] = mapped_column(String(200))
+    # The mirror's last seq when this message was handed to the runtime (crash reconciliation).
+    mirror_seq_at_send: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _created()
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

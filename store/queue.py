@@ -10,6 +10,9 @@ from store.db import DbSession, insert_for
 from store.ids import new_id
 from store.models import AgentSession, SessionInbox, utcnow
 
+# Messages a turn still owes the runtime: waiting, or handed over without confirmation.
+PENDING = ("queued", "sending")
+
 
 async def enqueue(
     db: DbSession,
@@ -54,27 +57,36 @@ async def enqueue(
 async def next_queued(db: DbSession, session_id: str) -> SessionInbox | None:
     return await db.scalar(
         select(SessionInbox)
-        .where(SessionInbox.session_id == session_id, SessionInbox.state == "queued")
+        .where(SessionInbox.session_id == session_id, SessionInbox.state.in_(PENDING))
         .order_by(SessionInbox.position)
         .limit(1)
     )
 
 
-async def mark_sending(db: DbSession, message_id: str, runtime_event_id: str) -> None:
-    """Record the id we are about to send under, before sending: a crash between here and the
-    runtime's answer is settled by looking for that id (or our text) in the runtime's history."""
+async def mark_sending(db: DbSession, message_id: str, session_id: str) -> None:
+    """Before sending: note where the mirror stood, so a runner taking over after a crash looks
+    for this message only among the runtime's later events."""
+    last_seq = select(AgentSession.last_event_seq).where(AgentSession.id == session_id)
     await db.execute(
         update(SessionInbox)
         .where(SessionInbox.id == message_id)
-        .values(runtime_event_id=runtime_event_id)
+        .values(state="sending", mirror_seq_at_send=last_seq.scalar_subquery())
     )
 
 
 async def mark_sent(db: DbSession, message_id: str) -> None:
     await db.execute(
         update(SessionInbox)
-        .where(SessionInbox.id == message_id, SessionInbox.state == "queued")
+        .where(SessionInbox.id == message_id, SessionInbox.state.in_(PENDING))
         .values(state="sent", sent_at=utcnow())
+    )
+
+
+async def mark_failed(db: DbSession, message_id: str) -> None:
+    await db.execute(
+        update(SessionInbox)
+        .where(SessionInbox.id == message_id, SessionInbox.state.in_(PENDING))
+        .values(state="failed")
     )
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import and_, exists, func, or_, select, text, update
 from store.db import DbSession, insert_for
 from store.ids import new_id
 from store.models import AgentSession, SessionInbox, utcnow
+from store.queue import PENDING
 
 
 def conversation_key(team_id: str, channel_id: str, thread_ts: str) -> str:
@@ -209,7 +210,7 @@ async def claim_turn(
     message. A conditional UPDATE, so only one runner in any process wins."""
     now = utcnow()
     has_queued = exists().where(
-        SessionInbox.session_id == AgentSession.id, SessionInbox.state == "queued"
+        SessionInbox.session_id == AgentSession.id, SessionInbox.state.in_(PENDING)
     )
     result = await db.execute(
         update(AgentSession)
@@ -291,7 +292,7 @@ async def sessions_to_recover(db: DbSession, *, now: datetime, limit: int = 100)
     """Sessions with work and no live runner: running with an expired lease, or idle with a
     queued message (a kick lost in a crash)."""
     queued = exists().where(
-        SessionInbox.session_id == AgentSession.id, SessionInbox.state == "queued"
+        SessionInbox.session_id == AgentSession.id, SessionInbox.state.in_(PENDING)
     )
     rows = await db.scalars(
         select(AgentSession.id)

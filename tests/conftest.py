@@ -146,3 +146,45 @@ async def empty_database(
         yield db
     finally:
         await _drop_database(db)
+
+
+class RunningApp:
+    """The real app (`app.build` + `app.build_web_app`) served on a free loopback port."""
+
+    def __init__(self, services, runner, base_url: str) -> None:
+        self.services = services
+        self.runner = runner
+        self.base_url = base_url
+
+    @property
+    def settings(self):
+        return self.services.settings
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        await self.services.runner.shutdown(timeout=5)
+
+
+async def start_app(database: TestDatabase, *, engine: AsyncEngine | None = None, **overrides):
+    """Start the whole app on `database` with settings `overrides` (lower-case Settings fields,
+    plus `runtime=`, `lease_seconds=`, `recover_every=`)."""
+    from aiohttp import web
+
+    import app as app_module
+
+    build_kwargs = {
+        k: overrides.pop(k) for k in ("runtime", "lease_seconds", "recover_every") if k in overrides
+    }
+    settings = app_module.Settings(
+        _env_file=None, database_url=database.url, host="127.0.0.1", port=0, **overrides
+    )
+    services = await app_module.build(
+        settings, engine=engine or database.new_engine(pool_size=10), **build_kwargs
+    )
+    web_app = app_module.build_web_app(services)
+    runner = web.AppRunner(web_app, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return RunningApp(services, runner, f"http://127.0.0.1:{port}")

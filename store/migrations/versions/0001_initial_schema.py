@@ -436,6 +436,7 @@ def upgrade() -> None:
         sa.Column("dedupe_key", sa.String(length=300), nullable=True),
         sa.Column("slack_ts", sa.String(length=32), nullable=True),
         sa.Column("runtime_event_id", sa.String(length=200), nullable=True),
+        sa.Column("mirror_seq_at_send", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(

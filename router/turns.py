@@ -1,0 +1,497 @@
+"""The turn runner: one turn per session at a time, across every process on one database.
+
+A turn: claim the session (conditional UPDATE), take the next queued message, open the runtime's
+stream, send the message, mirror every event (idempotent on the runtime's id), publish it on the
+live bus and to the observers (the Slack outbox), end on `session.status_idle` or a terminal
+error, release the session, and go on with the next queued message.
+
+Crash safety: a message is marked `sending` before it is sent; a runner that takes over a session
+(lease expired) catches the mirror up with the runtime's history and sends the message only if
+the runtime never got it. The lease is renewed while the turn runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from router.errors import RuntimeFailure
+from router.ports import AgentRuntime, AgentSpec, RuntimeAgentRef, RuntimeEvent, TextDelta
+from router.types import EventRecord, SlackThread, TurnContext
+from store import agents as agents_store
+from store import events as events_store
+from store import queue as queue_store
+from store import sessions as sessions_store
+from store.events import NewEvent
+from store.ids import new_id
+from store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+ESCALATE_TOOL = {
+    "name": "escalate_to_human",
+    "description": (
+        "Hand the conversation to a human teammate when you cannot or should not go on alone. "
+        "Say why in `reason`."
+    ),
+    "input_schema": {
+        "type": "object",
+        "properties": {"reason": {"type": "string", "description": "why a human is needed"}},
+        "required": ["reason"],
+    },
+}
+
+_END = object()
+SEND_ATTEMPTS = 3
+
+
+class TurnObserver(Protocol):
+    """Follows turns (the Slack outbox). Calls must return quickly: queue work, don't do it."""
+
+    def turn_started(self, ctx: TurnContext) -> None: ...
+
+    def turn_item(self, ctx: TurnContext, item: EventRecord | TextDelta) -> None: ...
+
+    def turn_ended(self, ctx: TurnContext, outcome: str) -> None: ...
+
+
+@dataclass
+class TurnOutcome:
+    """How a turn ended: `end_turn`, `requires_action`, `interrupted`, `error`, `timeout`..."""
+
+    reason: str
+
+
+def record_of(session_id: str, row: Any) -> EventRecord:
+    return EventRecord(
+        seq=row.seq,
+        id=row.runtime_event_id,
+        type=row.type,
+        created_at=row.created_at,
+        data=row.data,
+        session_id=session_id,
+    )
+
+
+class TurnRunner:
+    def __init__(
+        self,
+        db: Any,
+        runtime: AgentRuntime,
+        bus: Any,
+        *,
+        observers: list[TurnObserver] | None = None,
+        runner_id: str | None = None,
+        turn_timeout: float = 600.0,
+        lease_seconds: float = 30.0,
+        recover_every: float = 5.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.runtime = runtime
+        self.bus = bus
+        self.observers = list(observers or [])
+        self.runner_id = runner_id or f"run_{os.getpid()}_{new_id('r')[-8:]}"
+        self.turn_timeout = turn_timeout
+        self.lease_seconds = lease_seconds
+        self.recover_every = recover_every
+        self.clock = clock
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._closing = False
+        self._recover_task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    def kick(self, session_id: str) -> None:
+        """There may be work for this session: drain its queue (no-op if already draining here)."""
+        if self._closing:
+            return
+        task = self._tasks.get(session_id)
+        if task is not None and not task.done():
+            self._again.add(session_id)
+            return
+        self._idle.clear()
+        task = asyncio.create_task(self._drain(session_id), name=f"turns:{session_id}")
+        self._tasks[session_id] = task
+
+    async def _drain(self, session_id: str) -> None:
+        try:
+            while not self._closing:
+                self._again.discard(session_id)
+                while not self._closing and await self._run_one_turn(session_id):
+                    pass
+                if session_id not in self._again:
+                    break
+        except Exception:
+            log.exception("turn runner failed", extra={"session_id": session_id})
+        finally:
+            if self._tasks.get(session_id) is asyncio.current_task():
+                del self._tasks[session_id]
+            if not self._tasks:
+                self._idle.set()
+
+    def start(self) -> None:
+        """Recover orphaned work now and every `recover_every` seconds."""
+        if self._recover_task is None:
+            self._recover_task = asyncio.create_task(self._recover_loop(), name="turns:recover")
+
+    async def _recover_loop(self) -> None:
+        while not self._closing:
+            try:
+                await self.recover()
+            except Exception:
+                log.exception("recovery pass failed")
+            await asyncio.sleep(self.recover_every)
+
+    async def recover(self) -> list[str]:
+        """Kick sessions whose work has no live runner (crash, restart, lost kick)."""
+        async with self.db() as s:
+            ids = await sessions_store.sessions_to_recover(s, now=self.clock())
+        for session_id in ids:
+            self.kick(session_id)
+        return ids
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Until no turn runs in this process (tests, shutdown)."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def shutdown(self, timeout: float = 25.0) -> None:
+        """Stop taking work; let running turns finish for up to `timeout` s. A turn cut short
+        stays `running` with its lease: the next start (or another replica) takes it over."""
+        self._closing = True
+        if self._recover_task is not None:
+            self._recover_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recover_task
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+                log.warning("turns left to the next start", extra={"count": len(pending)})
+
+    # -- one turn -----------------------------------------------------------------------------
+
+    def _lease(self) -> datetime:
+        return self.clock() + timedelta(seconds=self.lease_seconds)
+
+    async def _run_one_turn(self, session_id: str) -> bool:
+        async with self.db.begin() as s:
+            if not await sessions_store.claim_turn(
+                s, session_id, runner_id=self.runner_id, lease_until=self._lease()
+            ):
+                return False
+            row = await sessions_store.get_session(s, session_id)
+            agent = await agents_store.get_agent(s, row.deployed_agent_id)
+            message = await queue_store.next_queued(s, session_id)
+        if message is None:  # claimed by a racing pass that found the queue empty
+            async with self.db.begin() as s:
+                await sessions_store.release_turn(s, session_id, runner_id=self.runner_id)
+            return False
+        ctx = TurnContext(
+            session_id=session_id,
+            workspace_id=row.workspace_id,
+            agent_id=agent.id,
+            agent_name=agent.name,
+            source=row.source,
+            turn=row.turn_count,
+            message_id=message.id,
+            message_text=message.text,
+            author=message.author,
+            slack=(
+                SlackThread(row.slack_team_id, row.slack_channel_id, row.slack_thread_ts)
+                if row.slack_conversation_key
+                else None
+            ),
+            slack_message_ts=message.slack_ts,
+        )
+        log.info("turn started", extra={"session_id": session_id, "turn": ctx.turn})
+        self._notify("turn_started", ctx)
+        renew = asyncio.create_task(self._renew_lease(session_id))
+        outcome = TurnOutcome("error")
+        try:
+            outcome = await self._turn(ctx, row, agent, message)
+        except RuntimeFailure as exc:
+            await self._report_error(ctx, exc.code, exc.message)
+        except asyncio.CancelledError:
+            outcome = TurnOutcome("shutdown")
+            raise
+        except Exception as exc:
+            log.exception("turn failed", extra={"session_id": session_id})
+            await self._report_error(
+                ctx, "internal_error", f"The turn failed: {type(exc).__name__}"
+            )
+        finally:
+            renew.cancel()
+            if outcome.reason != "shutdown":
+                async with self.db.begin() as s:
+                    await sessions_store.release_turn(s, session_id, runner_id=self.runner_id)
+                self._notify("turn_ended", ctx, outcome.reason)
+                log.info(
+                    "turn finished",
+                    extra={"session_id": session_id, "turn": ctx.turn, "outcome": outcome.reason},
+                )
+        return True
+
+    async def _renew_lease(self, session_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                async with self.db.begin() as s:
+                    await sessions_store.renew_lease(
+                        s, session_id, runner_id=self.runner_id, lease_until=self._lease()
+                    )
+            except Exception:
+                log.warning("lease renewal failed", extra={"session_id": session_id}, exc_info=True)
+
+    async def _turn(self, ctx: TurnContext, row: Any, agent: Any, message: Any) -> TurnOutcome:
+        runtime_session = row.anthropic_session_id or await self._ensure_runtime_session(row, agent)
+        content = [{"type": "text", "text": message.text}, *message.content]
+        try:
+            async with asyncio.timeout(self.turn_timeout):
+                return await self._stream_turn(ctx, runtime_session, message, content)
+        except TimeoutError:
+            with contextlib.suppress(RuntimeFailure):
+                await self.runtime.send_events(runtime_session, [{"type": "user.interrupt"}])
+            await self._report_error(
+                ctx,
+                "turn_timeout",
+                f"The agent took longer than {self.turn_timeout:g} s; the turn was stopped.",
+            )
+            return TurnOutcome("timeout")
+
+    async def _ensure_runtime_session(self, row: Any, agent: Any) -> str:
+        ref = await self.ensure_deployed(agent)
+        runtime_id = await self.runtime.create_session(
+            ref,
+            title=row.title or f"{agent.name} ({row.source})",
+            metadata={"session_id": row.id, "workspace_id": row.workspace_id, "source": row.source},
+        )
+        async with self.db.begin() as s:
+            await sessions_store.set_anthropic_session_id(s, row.id, runtime_id)
+        return runtime_id
+
+    async def ensure_deployed(self, agent: Any) -> RuntimeAgentRef:
+        if agent.anthropic_agent_id and agent.anthropic_environment_id:
+            return RuntimeAgentRef(
+                agent.anthropic_agent_id,
+                agent.anthropic_agent_version,
+                agent.anthropic_environment_id,
+            )
+        ref = await self.runtime.deploy_agent(spec_of(agent))
+        async with self.db.begin() as s:
+            await agents_store.set_runtime_ids(
+                s,
+                agent.id,
+                anthropic_agent_id=ref.agent_id,
+                anthropic_agent_version=ref.agent_version,
+                anthropic_environment_id=ref.environment_id,
+            )
+        return ref
+
+    async def _stream_turn(
+        self, ctx: TurnContext, runtime_session: str, message: Any, content: list[dict[str, Any]]
+    ) -> TurnOutcome:
+        resumed = message.state == "sending"
+        last_seen: datetime | None = None
+        if resumed:
+            async with self.db() as s:
+                last_seen = await events_store.runtime_time_at(
+                    s, ctx.session_id, message.mirror_seq_at_send or 0
+                )
+        attempt = 0
+        sent = False
+        while True:
+            async with self.runtime.stream(runtime_session) as stream:
+                queue: asyncio.Queue[Any] = asyncio.Queue()
+                reader = asyncio.create_task(_pump(stream, queue))
+                try:
+                    if resumed or attempt > 0:
+                        backlog = await self.runtime.list_events(runtime_session, after=last_seen)
+                        for event in backlog:
+                            queue.put_nowait(event)
+                        if not sent:
+                            sent = await self._was_sent(ctx, message, backlog)
+                    if not sent:
+                        await self._send(ctx, runtime_session, message, content)
+                        sent = True
+                    outcome, last_seen = await self._consume(ctx, queue, last_seen)
+                finally:
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await reader
+            if outcome is not None:
+                return outcome
+            attempt += 1
+            log.info(
+                "runtime stream dropped; resuming",
+                extra={"session_id": ctx.session_id, "attempt": attempt},
+            )
+            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+
+    async def _was_sent(self, ctx: TurnContext, message: Any, backlog: list[RuntimeEvent]) -> bool:
+        """After a takeover: did the runtime get this message before the crash? `backlog` holds
+        only events after the last one mirrored before the send, so a match is this message."""
+        text = message.text
+        for event in backlog:
+            if event.type == "user.message" and _text_of(event.data) == text:
+                async with self.db.begin() as s:
+                    await queue_store.mark_sent(s, message.id)
+                return True
+        return False
+
+    async def _send(
+        self, ctx: TurnContext, runtime_session: str, message: Any, content: list[dict[str, Any]]
+    ) -> None:
+        async with self.db.begin() as s:
+            await queue_store.mark_sending(s, message.id, ctx.session_id)
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                await self.runtime.send_user_message(runtime_session, content)
+                break
+            except RuntimeFailure as exc:
+                if not exc.retryable or attempt == SEND_ATTEMPTS - 1:
+                    async with self.db.begin() as s:
+                        await queue_store.mark_failed(s, message.id)
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
+                # The failed send may still have landed: look before sending again.
+                with contextlib.suppress(RuntimeFailure):
+                    recent = await self.runtime.list_events(runtime_session)
+                    if any(
+                        e.type == "user.message" and _text_of(e.data) == message.text
+                        for e in recent[-5:]
+                    ):
+                        break
+        async with self.db.begin() as s:
+            await queue_store.mark_sent(s, message.id)
+
+    async def _consume(
+        self, ctx: TurnContext, queue: asyncio.Queue[Any], last_seen: datetime | None
+    ) -> tuple[TurnOutcome | None, datetime | None]:
+        """Mirror and publish until the turn ends (outcome) or the stream drops (None)."""
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            ended = False
+            events: list[RuntimeEvent] = []
+            outcome: TurnOutcome | None = None
+            for item in batch:
+                if item is _END:
+                    ended = True
+                elif isinstance(item, TextDelta):
+                    if events:
+                        await self._mirror(ctx, events)
+                        events = []
+                    self.bus.publish(ctx.session_id, [item])
+                    self._notify("turn_item", ctx, item)
+                else:
+                    events.append(item)
+                    if item.processed_at is not None:
+                        last_seen = item.processed_at
+                    outcome = outcome or _turn_end(item)
+            if events:
+                await self._mirror(ctx, events)
+            if outcome is not None:
+                return outcome, last_seen
+            if ended:
+                return None, last_seen
+
+    async def _mirror(self, ctx: TurnContext, events: list[RuntimeEvent]) -> list[EventRecord]:
+        async with self.db.begin() as s:
+            rows = await events_store.append_events(
+                s,
+                ctx.session_id,
+                [NewEvent(e.id, e.type, e.data, e.processed_at) for e in events],
+            )
+        records = [record_of(ctx.session_id, r) for r in rows]
+        if records:
+            self.bus.publish(ctx.session_id, records)
+            for record in records:
+                self._notify("turn_item", ctx, record)
+        return records
+
+    async def _report_error(self, ctx: TurnContext, code: str, message: str) -> None:
+        """Errors are events too (`app.error`): the thread and the dashboard show them."""
+        log.warning(
+            "turn error", extra={"session_id": ctx.session_id, "code": code, "detail": message}
+        )
+        await append_app_event(
+            self, ctx.session_id, "app.error", {"code": code, "message": message}, ctx
+        )
+
+    def _notify(self, method: str, ctx: TurnContext, *args: Any) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, method)(ctx, *args)
+            except Exception:
+                log.exception("turn observer failed", extra={"session_id": ctx.session_id})
+
+
+async def append_app_event(
+    runner: TurnRunner,
+    session_id: str,
+    type_: str,
+    data: dict[str, Any],
+    ctx: TurnContext | None = None,
+) -> EventRecord:
+    """Add an event of the app's own (`app.*`) to a session's mirror and publish it."""
+    async with runner.db.begin() as s:
+        rows = await events_store.append_events(
+            s, session_id, [NewEvent(new_id("app"), type_, {"type": type_, **data})]
+        )
+    record = record_of(session_id, rows[0])
+    runner.bus.publish(session_id, [record])
+    if ctx is not None:
+        runner._notify("turn_item", ctx, record)
+    return record
+
+
+def spec_of(agent: Any) -> AgentSpec:
+    return AgentSpec(
+        name=agent.name,
+        model=agent.model,
+        system=agent.system_prompt,
+        approval_required_tools=tuple(agent.approval_required_tools or ()),
+        custom_tools=(ESCALATE_TOOL,),
+        metadata={"deployed_agent_id": agent.id, "workspace_id": agent.workspace_id},
+    )
+
+
+def _turn_end(event: RuntimeEvent) -> TurnOutcome | None:
+    if event.type == "session.status_idle":
+        stop = event.data.get("stop_reason") or {}
+        return TurnOutcome(str(stop.get("type") or "end_turn"))
+    if event.type == "session.status_terminated":
+        return TurnOutcome("terminated")
+    return None
+
+
+def _text_of(data: dict[str, Any]) -> str:
+    return "".join(
+        block.get("text", "")
+        for block in data.get("content") or []
+        if isinstance(block, dict) and block.get("type") == "text"
+    )
+
+
+async def _pump(stream: Any, queue: asyncio.Queue[Any]) -> None:
+    try:
+        async for item in stream:
+            queue.put_nowait(item)
+    except RuntimeFailure as exc:
+        log.warning("runtime stream failed", extra={"code": exc.code})
+    finally:
+        queue.put_nowait(_END)
