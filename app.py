@@ -56,6 +56,23 @@ class Settings(BaseSettings):
     dashboard_origin: str | None = None
     public_url: str | None = None
     log_level: str = "INFO"
+    # {"model-prefix": {"input": 3, "output": 15}} in dollars per million tokens.
+    model_prices: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
+    runtime_price_per_hour: Decimal = Decimal("0.08")
+    # {"tool name": dollars per call}, debited from the data wallet.
+    tool_prices: dict[str, Decimal] = Field(default_factory=dict)
+
+    def price_overrides(self) -> dict[str, Any]:
+        from router.billing import DEFAULT_PRICES
+
+        prices = dict(DEFAULT_PRICES)
+        for prefix, price in self.model_prices.items():
+            prices[prefix] = (Decimal(price["input"]), Decimal(price["output"]))
+        return {
+            "prices": prices,
+            "runtime_per_hour": self.runtime_price_per_hour,
+            "tool_prices": dict(self.tool_prices),
+        }
 
     @field_validator(
         "slack_signing_secret",
@@ -188,10 +205,10 @@ async def build(
     """Open the database and wire the core: runtime, live bus, turn runner, session service.
 
     Tests pass their own `engine` (a PostgreSQL schema of their own) and `runtime`."""
-    from runtime.client import build_runtime
-
+    from router.billing import Billing, PriceTable
     from router.sessions import SessionService
     from router.turns import TurnRunner
+    from runtime.client import build_runtime
     from store.bus import LiveBus
 
     services = await open_database(settings, engine=engine)
@@ -206,6 +223,11 @@ async def build(
         turn_timeout=settings.turn_timeout_seconds,
         lease_seconds=lease_seconds,
         recover_every=recover_every,
+        billing=Billing(
+            services.sessionmaker,
+            PriceTable(**settings.price_overrides()),
+            enforced=settings.billing_enforced,
+        ),
     )
     services.core = SessionService(
         services.sessionmaker,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from router.errors import WalletEmpty
 from router.sessions import SessionService
 from router.types import InboundSlackMessage
 from store import agents as agents_store
@@ -23,6 +24,7 @@ class Taken(StrEnum):
     IGNORED = "ignored"  # not for us (a thread reply in a thread with no session)
     NO_AGENT = "no_agent"  # addressed to us but no agent is bound here: say so
     ARCHIVED = "archived"  # the thread's session is archived: say so, send nothing
+    WALLET_EMPTY = "wallet_empty"  # the workspace's AI wallet is empty: say so, send nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,10 @@ async def accept_slack_message(
             )
         if row.status == "archived":
             return SlackAcceptance(Taken.ARCHIVED, session_id=row.id)
+        try:
+            await service.runner.billing.check_can_run(s, row.workspace_id)
+        except WalletEmpty:
+            return SlackAcceptance(Taken.WALLET_EMPTY, session_id=row.id)
         message = await queue_store.enqueue(
             s,
             row.id,

@@ -190,6 +190,7 @@ class SessionService:
             )
             message = None
             if text is not None:
+                await self.runner.billing.check_can_run(s, actor.workspace_id)
                 message = await queue_store.enqueue(s, row.id, text=text, author=actor.user_id)
         receipt = None
         if message is not None:
@@ -241,6 +242,7 @@ class SessionService:
             row = await self._session_row(s, actor, agent_id, session_id)
             if row.status == "archived":
                 raise SessionArchived(f"session {session_id} is archived; it takes no messages")
+            await self.runner.billing.check_can_run(s, actor.workspace_id)
             message = await queue_store.enqueue(s, session_id, text=text, author=actor.user_id)
             queued = (await sessions_store.queued_counts(s, [session_id]))[session_id]
             status = row.status

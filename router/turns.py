@@ -19,8 +19,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 
+from router.billing import Billing, TurnUsage
 from router.errors import RuntimeFailure
 from router.ports import AgentRuntime, AgentSpec, RuntimeAgentRef, RuntimeEvent, TextDelta
 from router.types import EventRecord, SlackThread, TurnContext
@@ -87,6 +89,7 @@ class TurnRunner:
         bus: Any,
         *,
         observers: list[TurnObserver] | None = None,
+        billing: Billing | None = None,
         runner_id: str | None = None,
         turn_timeout: float = 600.0,
         lease_seconds: float = 30.0,
@@ -97,6 +100,7 @@ class TurnRunner:
         self.runtime = runtime
         self.bus = bus
         self.observers = list(observers or [])
+        self.billing = billing or Billing(db)
         self.runner_id = runner_id or f"run_{os.getpid()}_{new_id('r')[-8:]}"
         self.turn_timeout = turn_timeout
         self.lease_seconds = lease_seconds
@@ -215,6 +219,7 @@ class TurnRunner:
                 else None
             ),
             slack_message_ts=message.slack_ts,
+            extra={"usage": TurnUsage(), "model": agent.model},
         )
         log.info("turn started", extra={"session_id": session_id, "turn": ctx.turn})
         self._notify("turn_started", ctx)
@@ -235,6 +240,7 @@ class TurnRunner:
         finally:
             renew.cancel()
             if outcome.reason != "shutdown":
+                await self._charge(ctx)
                 async with self.db.begin() as s:
                     await sessions_store.release_turn(s, session_id, runner_id=self.runner_id)
                 self._notify("turn_ended", ctx, outcome.reason)
@@ -243,6 +249,33 @@ class TurnRunner:
                     extra={"session_id": session_id, "turn": ctx.turn, "outcome": outcome.reason},
                 )
         return True
+
+    async def _charge(self, ctx: TurnContext) -> None:
+        usage: TurnUsage = ctx.extra["usage"]
+        started, ended = ctx.extra.get("running_at"), ctx.extra.get("idle_at")
+        if started and ended and ended > started:
+            usage.runtime_seconds = Decimal(str((ended - started).total_seconds()))
+        try:
+            await self.billing.charge_turn(
+                workspace_id=ctx.workspace_id,
+                session_id=ctx.session_id,
+                turn=ctx.turn,
+                model=ctx.extra["model"],
+                usage=usage,
+            )
+        except Exception:
+            log.exception("charging the turn failed", extra={"session_id": ctx.session_id})
+
+    def _meter(self, ctx: TurnContext, records: list[EventRecord]) -> None:
+        """Count what freshly mirrored events report (each event once, even across a resume)."""
+        usage: TurnUsage = ctx.extra["usage"]
+        for record in records:
+            if record.type == "span.model_request_end":
+                usage.add_model_usage(record.data.get("model_usage") or {})
+            elif record.type == "session.status_running":
+                ctx.extra.setdefault("running_at", _parse_time(record.data.get("processed_at")))
+            elif record.type == "session.status_idle":
+                ctx.extra["idle_at"] = _parse_time(record.data.get("processed_at"))
 
     async def _renew_lease(self, session_id: str) -> None:
         while True:
@@ -417,6 +450,7 @@ class TurnRunner:
                 [NewEvent(e.id, e.type, e.data, e.processed_at) for e in events],
             )
         records = [record_of(ctx.session_id, r) for r in rows]
+        self._meter(ctx, records)
         if records:
             self.bus.publish(ctx.session_id, records)
             for record in records:
@@ -477,6 +511,15 @@ def _turn_end(event: RuntimeEvent) -> TurnOutcome | None:
     if event.type == "session.status_terminated":
         return TurnOutcome("terminated")
     return None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _text_of(data: dict[str, Any]) -> str:
