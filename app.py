@@ -318,6 +318,18 @@ def make_token(settings: Settings, workspace: str, user: str, ttl_seconds: int) 
     return jwt.encode(claims, settings.supabase_jwt_secret, algorithm="HS256")
 
 
+def _dollars(text: str) -> Decimal:
+    from decimal import InvalidOperation
+
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount of dollars: {text!r}") from None
+    if not value.is_finite():
+        raise argparse.ArgumentTypeError(f"not an amount of dollars: {text!r}")
+    return value
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="app.py", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -327,7 +339,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     token.add_argument("--workspace", required=True)
     token.add_argument("--user", required=True)
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default a day)")
+    wallet = sub.add_parser("wallet", help="operate on a workspace's wallets")
+    wallet_sub = wallet.add_subparsers(dest="wallet_command", required=True)
+    topup = wallet_sub.add_parser("topup", help="add credit to a wallet")
+    topup.add_argument("--workspace", required=True)
+    topup.add_argument("--amount", required=True, type=_dollars)
+    topup.add_argument("--kind", choices=["ai", "data"], default="ai")
     return parser.parse_args(argv)
+
+
+async def wallet_topup(settings: Settings, workspace: str, amount: Decimal, kind: str) -> Decimal:
+    from router.errors import NotFound
+    from router.sessions import top_up
+
+    if amount <= 0:
+        raise StartupError("--amount must be positive")
+    services = await open_database(settings)
+    try:
+        return await top_up(services.sessionmaker, workspace, amount, kind=kind)
+    except NotFound as exc:
+        raise StartupError(exc.message) from exc
+    finally:
+        await services.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "token":
             print(make_token(settings, args.workspace, args.user, args.ttl))
+        elif args.command == "wallet":
+            balance = asyncio.run(wallet_topup(settings, args.workspace, args.amount, args.kind))
+            print(f"{args.kind} wallet of {args.workspace}: {balance:.6f} USD")
         elif args.command == "migrate":
             asyncio.run(migrate(settings))
         else:

@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from router import cursors
-from router.errors import AgentNotFound, RuntimeFailure, SessionArchived, SessionNotFound
+from router import approvals, cursors, escalations
+from router.errors import (
+    AgentNotFound,
+    NotFound,
+    RuntimeFailure,
+    SessionArchived,
+    SessionNotFound,
+)
 from router.ports import AgentRuntime
 from router.turns import TurnRunner, record_of, spec_of
 from router.types import (
@@ -29,6 +35,8 @@ from store import agents as agents_store
 from store import events as events_store
 from store import queue as queue_store
 from store import sessions as sessions_store
+from store import usage as usage_store
+from store import wallets as wallets_store
 from store import workspaces as workspaces_store
 
 log = logging.getLogger(__name__)
@@ -298,5 +306,128 @@ class SessionService:
         async with self.db() as s:
             await self._session_row(s, actor, agent_id, session_id)
 
+    # -- approvals, escalations, usage, wallets -----------------------------------------------
 
-__all__ = ["SessionService", "SlackBindingRequest", "spec_of"]
+    async def decide_approval(
+        self,
+        actor: Actor,
+        agent_id: str,
+        session_id: str,
+        tool_use_id: str,
+        *,
+        allow: bool,
+        reason: str | None,
+    ) -> approvals.ApprovalDecision:
+        return await approvals.decide(
+            self.db,
+            self.runtime,
+            workspace_id=actor.workspace_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            tool_use_id=tool_use_id,
+            allow=allow,
+            reason=reason,
+            decided_by=actor.user_id,
+        )
+
+    async def list_escalations(
+        self, actor: Actor, *, limit: int, cursor: str | None, status: str | None = None
+    ) -> Page:
+        return await escalations.list_escalations(
+            self.db, actor.workspace_id, limit=limit, cursor=cursor, status=status
+        )
+
+    async def resolve_escalation(
+        self, actor: Actor, escalation_id: str
+    ) -> escalations.EscalationView:
+        return await escalations.resolve(
+            self.db, actor.workspace_id, escalation_id, by=actor.user_id
+        )
+
+    async def usage(self, actor: Actor, agent_id: str, session_id: str) -> UsageReport:
+        async with self.db() as s:
+            await self._session_row(s, actor, agent_id, session_id)
+            rows = await usage_store.turns_of(s, session_id)
+        turns = [
+            TurnUsageView(
+                turn=r.turn,
+                input_tokens=r.input_tokens,
+                output_tokens=r.output_tokens,
+                cache_read_input_tokens=r.cache_read_input_tokens,
+                cache_creation_input_tokens=r.cache_creation_input_tokens,
+                runtime_seconds=r.runtime_seconds,
+                cost_usd=r.cost_usd,
+            )
+            for r in rows
+        ]
+        total = TurnUsageView(
+            turn=None,
+            input_tokens=sum(t.input_tokens for t in turns),
+            output_tokens=sum(t.output_tokens for t in turns),
+            cache_read_input_tokens=sum(t.cache_read_input_tokens for t in turns),
+            cache_creation_input_tokens=sum(t.cache_creation_input_tokens for t in turns),
+            runtime_seconds=sum((t.runtime_seconds for t in turns), Decimal(0)),
+            cost_usd=sum((t.cost_usd for t in turns), Decimal(0)),
+        )
+        return UsageReport(turns, total)
+
+    async def wallets(self, actor: Actor, *, ledger_limit: int = 100) -> WalletReport:
+        await self.ensure_actor(actor)
+        async with self.db() as s:
+            balances = await wallets_store.balances(s, actor.workspace_id)
+            ledger = await wallets_store.ledger(s, actor.workspace_id, limit=ledger_limit)
+        return WalletReport(
+            balances=dict(sorted(balances.items())),
+            ledger=[
+                LedgerEntry(
+                    r.id, r.kind, r.amount_usd, r.balance_after_usd, r.reason, r.ref, r.created_at
+                )
+                for r in ledger
+            ],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TurnUsageView:
+    turn: int | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int
+    cache_creation_input_tokens: int
+    runtime_seconds: Decimal
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    turns: list[TurnUsageView]
+    total: TurnUsageView
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    id: str
+    kind: str
+    amount_usd: Decimal
+    balance_after_usd: Decimal
+    reason: str
+    ref: str | None
+    created_at: Any
+
+
+@dataclass(frozen=True, slots=True)
+class WalletReport:
+    balances: dict[str, Decimal]
+    ledger: list[LedgerEntry]
+
+
+async def top_up(db: Any, workspace_id: str, amount: Decimal, *, kind: str = "ai") -> Decimal:
+    """Operator top-up (`python app.py wallet topup`)."""
+    async with db.begin() as s:
+        balance = await wallets_store.credit(s, workspace_id, kind, amount, reason="topup")
+    if balance is None:
+        raise NotFound(f"workspace {workspace_id} has no {kind} wallet (it has never been used)")
+    return balance
+
+
+__all__ = ["SessionService", "SlackBindingRequest", "spec_of", "top_up"]

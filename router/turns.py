@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+from router import approvals, escalations
 from router.billing import Billing, TurnUsage
 from router.errors import RuntimeFailure
 from router.ports import AgentRuntime, AgentSpec, RuntimeAgentRef, RuntimeEvent, TextDelta
@@ -92,6 +93,7 @@ class TurnRunner:
         billing: Billing | None = None,
         runner_id: str | None = None,
         turn_timeout: float = 600.0,
+        approval_timeout: float = 24 * 3600.0,
         lease_seconds: float = 30.0,
         recover_every: float = 5.0,
         clock: Callable[[], datetime] = utcnow,
@@ -103,6 +105,7 @@ class TurnRunner:
         self.billing = billing or Billing(db)
         self.runner_id = runner_id or f"run_{os.getpid()}_{new_id('r')[-8:]}"
         self.turn_timeout = turn_timeout
+        self.approval_timeout = approval_timeout
         self.lease_seconds = lease_seconds
         self.recover_every = recover_every
         self.clock = clock
@@ -242,6 +245,10 @@ class TurnRunner:
             if outcome.reason != "shutdown":
                 await self._charge(ctx)
                 async with self.db.begin() as s:
+                    if ctx.extra.get("delivered"):
+                        await queue_store.mark_sent(s, message.id)
+                    else:
+                        await queue_store.mark_failed(s, message.id)
                     await sessions_store.release_turn(s, session_id, runner_id=self.runner_id)
                 self._notify("turn_ended", ctx, outcome.reason)
                 log.info(
@@ -292,7 +299,8 @@ class TurnRunner:
         runtime_session = row.anthropic_session_id or await self._ensure_runtime_session(row, agent)
         content = [{"type": "text", "text": message.text}, *message.content]
         try:
-            async with asyncio.timeout(self.turn_timeout):
+            async with asyncio.timeout(self.turn_timeout) as deadline:
+                ctx.extra["deadline"] = deadline
                 return await self._stream_turn(ctx, runtime_session, message, content)
         except TimeoutError:
             with contextlib.suppress(RuntimeFailure):
@@ -359,7 +367,7 @@ class TurnRunner:
                     if not sent:
                         await self._send(ctx, runtime_session, message, content)
                         sent = True
-                    outcome, last_seen = await self._consume(ctx, queue, last_seen)
+                    outcome, last_seen = await self._consume(ctx, runtime_session, queue, last_seen)
                 finally:
                     reader.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -376,17 +384,19 @@ class TurnRunner:
     async def _was_sent(self, ctx: TurnContext, message: Any, backlog: list[RuntimeEvent]) -> bool:
         """After a takeover: did the runtime get this message before the crash? `backlog` holds
         only events after the last one mirrored before the send, so a match is this message."""
-        text = message.text
-        for event in backlog:
-            if event.type == "user.message" and _text_of(event.data) == text:
-                async with self.db.begin() as s:
-                    await queue_store.mark_sent(s, message.id)
-                return True
-        return False
+        found = any(
+            event.type == "user.message" and _text_of(event.data) == message.text
+            for event in backlog
+        )
+        if found:
+            ctx.extra["delivered"] = True
+        return found
 
     async def _send(
         self, ctx: TurnContext, runtime_session: str, message: Any, content: list[dict[str, Any]]
     ) -> None:
+        """Send once; on a retryable failure look in the runtime's history before sending again
+        (a send that timed out may have landed: the endpoint has no idempotency key)."""
         async with self.db.begin() as s:
             await queue_store.mark_sending(s, message.id, ctx.session_id)
         for attempt in range(SEND_ATTEMPTS):
@@ -395,11 +405,8 @@ class TurnRunner:
                 break
             except RuntimeFailure as exc:
                 if not exc.retryable or attempt == SEND_ATTEMPTS - 1:
-                    async with self.db.begin() as s:
-                        await queue_store.mark_failed(s, message.id)
                     raise
                 await asyncio.sleep(0.2 * 2**attempt)
-                # The failed send may still have landed: look before sending again.
                 with contextlib.suppress(RuntimeFailure):
                     recent = await self.runtime.list_events(runtime_session)
                     if any(
@@ -407,13 +414,17 @@ class TurnRunner:
                         for e in recent[-5:]
                     ):
                         break
-        async with self.db.begin() as s:
-            await queue_store.mark_sent(s, message.id)
+        ctx.extra["delivered"] = True
 
     async def _consume(
-        self, ctx: TurnContext, queue: asyncio.Queue[Any], last_seen: datetime | None
+        self,
+        ctx: TurnContext,
+        runtime_session: str,
+        queue: asyncio.Queue[Any],
+        last_seen: datetime | None,
     ) -> tuple[TurnOutcome | None, datetime | None]:
         """Mirror and publish until the turn ends (outcome) or the stream drops (None)."""
+        tool_uses: dict[str, dict[str, Any]] = ctx.extra.setdefault("tool_uses", {})
         while True:
             batch = [await queue.get()]
             while not queue.empty():
@@ -421,6 +432,7 @@ class TurnRunner:
             ended = False
             events: list[RuntimeEvent] = []
             outcome: TurnOutcome | None = None
+            waiting: list[RuntimeEvent] = []
             for item in batch:
                 if item is _END:
                     ended = True
@@ -434,13 +446,107 @@ class TurnRunner:
                     events.append(item)
                     if item.processed_at is not None:
                         last_seen = item.processed_at
-                    outcome = outcome or _turn_end(item)
+                    if item.type in TOOL_USE_TYPES:
+                        tool_uses[item.id] = item.data
+                    if _waits_for_us(item):
+                        waiting.append(item)
+                    else:
+                        outcome = outcome or _turn_end(item)
             if events:
                 await self._mirror(ctx, events)
             if outcome is not None:
                 return outcome, last_seen
+            for idle in waiting:
+                await self._act_on_requires_action(ctx, runtime_session, idle, tool_uses)
             if ended:
                 return None, last_seen
+
+    async def _act_on_requires_action(
+        self,
+        ctx: TurnContext,
+        runtime_session: str,
+        idle: RuntimeEvent,
+        tool_uses: dict[str, dict[str, Any]],
+    ) -> None:
+        """The runtime waits on us: run our custom tools now, ask a human for gated tools (the
+        turn waits for the decision, which may come from another process, on the same stream)."""
+        event_ids = (idle.data.get("stop_reason") or {}).get("event_ids") or []
+        asked_human = False
+        for event_id in event_ids:
+            use = tool_uses.get(event_id)
+            if use is None:
+                log.warning(
+                    "requires_action for an unseen tool use",
+                    extra={"session_id": ctx.session_id, "event_id": event_id},
+                )
+                continue
+            if use.get("type") == "agent.custom_tool_use":
+                text, is_error = await self._run_custom_tool(ctx, event_id, use)
+                await self.runtime.send_events(
+                    runtime_session,
+                    [
+                        {
+                            "type": "user.custom_tool_result",
+                            "custom_tool_use_id": event_id,
+                            "content": [{"type": "text", "text": text}],
+                            "is_error": is_error,
+                        }
+                    ],
+                )
+            else:
+                request = await approvals.request_approval(
+                    self.db,
+                    workspace_id=ctx.workspace_id,
+                    session_id=ctx.session_id,
+                    tool_use_id=event_id,
+                    use=use,
+                )
+                if request is not None:
+                    await append_app_event(
+                        self,
+                        ctx.session_id,
+                        "app.approval_requested",
+                        {
+                            "approval_id": request.id,
+                            "tool_use_id": event_id,
+                            "tool_name": request.tool_name,
+                            "input": request.tool_input,
+                        },
+                        ctx,
+                    )
+                asked_human = True
+        deadline = ctx.extra.get("deadline")
+        if deadline is not None:
+            wait = self.approval_timeout if asked_human else self.turn_timeout
+            deadline.reschedule(asyncio.get_running_loop().time() + wait)
+
+    async def _run_custom_tool(
+        self, ctx: TurnContext, event_id: str, use: dict[str, Any]
+    ) -> tuple[str, bool]:
+        """Run a custom tool of ours; answers (text, is_error) for the runtime."""
+        name = use.get("name")
+        if name == ESCALATE_TOOL["name"]:
+            escalation = await escalations.open_from_tool(
+                self.db,
+                workspace_id=ctx.workspace_id,
+                session_id=ctx.session_id,
+                tool_use_id=event_id,
+                use=use,
+            )
+            if escalation is not None:
+                await append_app_event(
+                    self,
+                    ctx.session_id,
+                    "app.escalation",
+                    {"escalation_id": escalation.id, "reason": escalation.reason},
+                    ctx,
+                )
+            return (
+                "A human teammate has been notified and will follow up in this conversation. "
+                "Tell the user so, and continue with what you can do meanwhile.",
+                False,
+            )
+        return f"No tool named {name!r} is available.", True
 
     async def _mirror(self, ctx: TurnContext, events: list[RuntimeEvent]) -> list[EventRecord]:
         async with self.db.begin() as s:
@@ -502,6 +608,15 @@ def spec_of(agent: Any) -> AgentSpec:
         custom_tools=(ESCALATE_TOOL,),
         metadata={"deployed_agent_id": agent.id, "workspace_id": agent.workspace_id},
     )
+
+
+TOOL_USE_TYPES = ("agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use")
+
+
+def _waits_for_us(event: RuntimeEvent) -> bool:
+    if event.type != "session.status_idle":
+        return False
+    return (event.data.get("stop_reason") or {}).get("type") == "requires_action"
 
 
 def _turn_end(event: RuntimeEvent) -> TurnOutcome | None:
