@@ -247,7 +247,6 @@ def build_web_app(services: Services) -> Any:
     from dashboard_api.routes import register as register_dashboard
 
     app = web.Application(client_max_size=1024 * 1024)
-    app["services"] = services
     register_health(app, services.engine)
     register_slack(app, services)
     register_dashboard(app, services)

@@ -202,6 +202,10 @@ class TurnRunner:
             row = await sessions_store.get_session(s, session_id)
             agent = await agents_store.get_agent(s, row.deployed_agent_id)
             message = await queue_store.next_queued(s, session_id)
+            resumed = message is not None and message.state == "sending"
+            if message is not None and not resumed:
+                # Taken now, in the claim: it no longer counts as queued behind the turn.
+                await queue_store.mark_sending(s, message.id, session_id)
         if message is None:  # claimed by a racing pass that found the queue empty
             async with self.db.begin() as s:
                 await sessions_store.release_turn(s, session_id, runner_id=self.runner_id)
@@ -222,7 +226,7 @@ class TurnRunner:
                 else None
             ),
             slack_message_ts=message.slack_ts,
-            extra={"usage": TurnUsage(), "model": agent.model},
+            extra={"usage": TurnUsage(), "model": agent.model, "resumed": resumed},
         )
         log.info("turn started", extra={"session_id": session_id, "turn": ctx.turn})
         self._notify("turn_started", ctx)
@@ -344,7 +348,7 @@ class TurnRunner:
     async def _stream_turn(
         self, ctx: TurnContext, runtime_session: str, message: Any, content: list[dict[str, Any]]
     ) -> TurnOutcome:
-        resumed = message.state == "sending"
+        resumed = ctx.extra["resumed"]
         last_seen: datetime | None = None
         if resumed:
             async with self.db() as s:
@@ -397,8 +401,6 @@ class TurnRunner:
     ) -> None:
         """Send once; on a retryable failure look in the runtime's history before sending again
         (a send that timed out may have landed: the endpoint has no idempotency key)."""
-        async with self.db.begin() as s:
-            await queue_store.mark_sending(s, message.id, ctx.session_id)
         for attempt in range(SEND_ATTEMPTS):
             try:
                 await self.runtime.send_user_message(runtime_session, content)

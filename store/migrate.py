@@ -37,3 +37,10 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
 
     async with engine.begin() as conn:
         await conn.run_sync(run)
+
+
+def stamp_head(sync_conn: object) -> None:
+    """Mark a schema built by `metadata.create_all` (tests) as migrated to head."""
+    config = alembic_config()
+    config.attributes["connection"] = sync_conn
+    command.stamp(config, "head")

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from store.db import make_engine, make_sessionmaker
+from store.migrate import stamp_head
 from store.models import Base
 
 TEST_POSTGRES_URL = os.environ.get(
@@ -88,6 +89,8 @@ DATABASES = [
 
 
 class TestDatabase:
+    __test__ = False  # a fixture's value, not a test class
+
     """A database of one test: its URL (for a subprocess), search path and engine."""
 
     def __init__(self, kind: str, url: str, schema: str | None, engine: AsyncEngine) -> None:
@@ -130,6 +133,7 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     db = await _new_database(request.param, tmp_path)
     async with db.engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
+        await conn.run_sync(stamp_head)
     try:
         yield db
     finally:
@@ -163,6 +167,7 @@ class RunningApp:
     async def stop(self) -> None:
         await self.runner.cleanup()
         await self.services.runner.shutdown(timeout=5)
+        await self.services.engine.dispose()
 
 
 async def start_app(database: TestDatabase, *, engine: AsyncEngine | None = None, **overrides):

@@ -100,7 +100,7 @@ async def test_one_message_gives_one_turn_and_a_mirrored_transcript(running, fak
     assert "hello there" in "".join(b.get("text", "") for b in answer.data["content"])
     view = await core.get_session(ACTOR, agent_id, session.id)
     assert view.anthropic_session_id and view.status == "idle"
-    assert fake_runtime.count_sends("user.message") == 1
+    assert len(fake_runtime.sent_events(event_type="user.message")) == 1
 
 
 async def test_messages_sent_while_running_queue_and_run_in_order(running, fake_runtime):
@@ -126,7 +126,7 @@ async def test_messages_sent_while_running_queue_and_run_in_order(running, fake_
     # one turn each: every user message is followed by its own idle before the next one
     order = [e.type for e in events if e.type in ("user.message", "session.status_idle")]
     assert order == ["user.message", "session.status_idle"] * 4
-    assert fake_runtime.count_sends("user.message") == 4
+    assert len(fake_runtime.sent_events(event_type="user.message")) == 4
 
 
 async def test_interrupt_stops_the_turn_and_keeps_the_queue(running, fake_runtime):
@@ -147,7 +147,7 @@ async def test_interrupt_stops_the_turn_and_keeps_the_queue(running, fake_runtim
     await _settled(running, agent_id, session.id)
 
     events = await _all_events(core, agent_id, session.id)
-    assert fake_runtime.count_sends("user.interrupt") == 1
+    assert len(fake_runtime.sent_events(event_type="user.interrupt")) == 1
     # the interrupted turn ended without its full story; the queued message then ran
     assert _user_texts(events) == [
         "tell a long story [slow:0.3] [long:2000]",
@@ -165,12 +165,12 @@ async def test_archived_session_refuses_messages_and_sends_nothing(running, fake
     await _settled(running, agent_id, session.id)
     archived = await core.archive(ACTOR, agent_id, session.id)
     assert archived.status == "archived" and archived.archived_at is not None
-    sends_before = fake_runtime.count_sends("user.message")
+    sends_before = len(fake_runtime.sent_events(event_type="user.message"))
     with pytest.raises(SessionArchived):
         await core.post_message(ACTOR, agent_id, session.id, text="anyone?")
     again = await core.archive(ACTOR, agent_id, session.id)
     assert again.status == "archived" and again.archived_at == archived.archived_at
-    assert fake_runtime.count_sends("user.message") == sends_before
+    assert len(fake_runtime.sent_events(event_type="user.message")) == sends_before
 
 
 async def test_stream_cut_mid_turn_resumes_without_duplicates(running, fake_runtime):
@@ -187,7 +187,7 @@ async def test_stream_cut_mid_turn_resumes_without_duplicates(running, fake_runt
     view = await core.get_session(ACTOR, agent_id, session.id)
     history = fake_runtime.history(view.anthropic_session_id)
     assert [e["id"] for e in history] == runtime_ids, "the mirror is the runtime's history"
-    assert fake_runtime.stream_opens >= 2, "the stream was reopened"
+    assert len(fake_runtime.requests_to("GET", "/events/stream")) >= 2, "the stream was reopened"
 
 
 async def test_a_crash_mid_turn_loses_no_message_and_sends_none_twice(
@@ -206,7 +206,7 @@ async def test_a_crash_mid_turn_loses_no_message_and_sends_none_twice(
     await core.post_message(ACTOR, agent_id, session.id, text="queued behind")
 
     async def mid_turn() -> bool:
-        return fake_runtime.count_sends("user.message") == 1
+        return len(fake_runtime.sent_events(event_type="user.message")) == 1
 
     await eventually(mid_turn)
     # kill: cancel the runner's work without letting it release anything, drop the process
@@ -229,7 +229,7 @@ async def test_a_crash_mid_turn_loses_no_message_and_sends_none_twice(
     finally:
         await second.stop()
     assert _user_texts(events) == ["slow one [slow:0.2]", "queued behind"]
-    assert fake_runtime.count_sends("user.message") == 2, "nothing sent twice"
+    assert len(fake_runtime.sent_events(event_type="user.message")) == 2, "nothing sent twice"
     assert len({e.id for e in events}) == len(events)
 
 
@@ -282,4 +282,4 @@ async def test_turn_over_the_time_limit_is_stopped_and_reported(database, fake_r
         await app.stop()
     errors = [e for e in events if e.type == "app.error"]
     assert [e.data["code"] for e in errors] == ["turn_timeout"]
-    assert fake_runtime.count_sends("user.interrupt") == 1
+    assert len(fake_runtime.sent_events(event_type="user.interrupt")) == 1
