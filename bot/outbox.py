@@ -1,0 +1,463 @@
+"""Delivers turns to their Slack thread: status, streamed text, the final answer, errors, notices.
+
+`SlackOutbox` is a `router.turns.TurnObserver`. The runner calls it synchronously, so every call
+only puts a job on the thread's lane (an asyncio queue with one tracked task); the lane does the
+Slack calls in order. Lanes exist while they have work and are drained at shutdown.
+
+Text arrives as best-effort deltas: the lane streams them with `chat.startStream/appendStream`
+(coalesced to a call every `flush_seconds` or `flush_chars`, so the first words show at once
+without spending the rate limit), and the final `agent.message` is the truth: whatever the deltas
+missed is appended, and with no deltas at all the text is posted. A message is closed before
+`max_message_chars` and the text goes on in the next one: an answer is never cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.clients import SlackClients
+from router.ports import TextDelta
+from router.types import EventRecord, SlackThread, TurnContext
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.4
+FLUSH_CHARS = 200
+MAX_MESSAGE_CHARS = 11_000  # Slack takes 12,000 markdown characters per message
+STATUS_TIMEOUT = 5.0
+THINKING = "is thinking…"
+QUEUED_REACTION = "hourglass_flowing_sand"
+TOOL_EVENTS = ("agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use")
+_DELIVERED = {"agent.message", "app.error", "session.error", *TOOL_EVENTS}
+SLACK_ERRORS = (SlackApiError, SlackClientError, aiohttp.ClientError, TimeoutError)
+
+
+def split_text(text: str, limit: int) -> tuple[str, str]:
+    """(head, rest) with len(head) <= limit, cut at a paragraph, line or word boundary when one
+    is in the second half of the window; nothing is lost: head + rest == text."""
+    if len(text) <= limit:
+        return text, ""
+    window = text[:limit]
+    for sep in ("\n\n", "\n", " "):
+        cut = window.rfind(sep)
+        if cut >= limit // 2:
+            cut += len(sep)
+            return text[:cut], text[cut:]
+    return window, text[limit:]
+
+
+def split_all(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
+    parts = []
+    while text:
+        head, text = split_text(text, limit)
+        parts.append(head)
+    return parts
+
+
+def text_of(data: dict[str, Any]) -> str:
+    return "".join(
+        block.get("text", "")
+        for block in data.get("content") or []
+        if isinstance(block, dict) and block.get("type") == "text"
+    )
+
+
+def error_text(record: EventRecord) -> str | None:
+    """What the thread says about an `app.error` or `session.error` (None: nothing to say)."""
+    data = record.data
+    if record.type == "app.error":
+        code = str(data.get("code") or "error")
+        message = str(data.get("message") or "unknown error")
+        if code == "runtime_not_configured":
+            return (
+                ":warning: The agent runtime is not configured on this server "
+                "(no Anthropic API key), so the agent cannot answer yet."
+            )
+        if code.startswith("runtime_"):
+            return (
+                f":warning: The agent runtime is unavailable right now ({message}). "
+                "Please try again in a minute."
+            )
+        return f":warning: This turn failed: {message}"
+    error = data.get("error") if isinstance(data.get("error"), dict) else {}
+    retry = (error.get("retry_status") or {}).get("type")
+    if retry == "retrying":
+        return None  # the runtime retries by itself; an answer may still come
+    message = str(error.get("message") or error.get("type") or "unknown error")
+    return f":warning: The agent hit an error: {message}"
+
+
+@dataclass
+class _Job:
+    kind: str  # started | item | ended | notice | react | close
+    ctx: TurnContext | None = None
+    item: Any = None
+    thread: SlackThread | None = None
+    text: str = ""
+
+
+@dataclass
+class _Reply:
+    """One `agent.message` on its way to Slack (possibly over several Slack messages)."""
+
+    event_id: str
+    sent: str = ""  # text Slack confirmed, over every part
+    pending: str = ""
+    stream: Any = None
+    stream_chars: int = 0
+    parts: list[str] = field(default_factory=list)
+    last_flush: float = float("-inf")
+    broken: bool = False  # streaming failed: the rest is posted as plain messages
+
+
+@dataclass
+class _Lane:
+    """One Slack thread's ordered work."""
+
+    thread: SlackThread
+    queue: asyncio.Queue[_Job] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+    turn: TurnContext | None = None
+    replies: dict[str, _Reply] = field(default_factory=dict)
+    posted: bool = False
+
+
+class SlackOutbox:
+    def __init__(
+        self,
+        clients: SlackClients,
+        *,
+        flush_seconds: float = FLUSH_SECONDS,
+        flush_chars: int = FLUSH_CHARS,
+        max_message_chars: int = MAX_MESSAGE_CHARS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clients = clients
+        self.flush_seconds = flush_seconds
+        self.flush_chars = flush_chars
+        self.max_message_chars = max_message_chars
+        self.clock = clock
+        self._lanes: dict[str, _Lane] = {}
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._busy: set[str] = set()
+        self._marked: set[tuple[str, str]] = set()
+
+    # -- TurnObserver (synchronous, never blocks) -----------------------------------------------
+
+    def turn_started(self, ctx: TurnContext) -> None:
+        if ctx.slack is None:
+            return
+        self._busy.add(ctx.session_id)
+        self._enqueue(ctx.slack, _Job("started", ctx=ctx))
+
+    def turn_item(self, ctx: TurnContext, item: EventRecord | TextDelta) -> None:
+        if ctx.slack is None:
+            return
+        if isinstance(item, EventRecord) and item.type not in _DELIVERED:
+            return
+        self._enqueue(ctx.slack, _Job("item", ctx=ctx, item=item))
+
+    def turn_ended(self, ctx: TurnContext, outcome: str) -> None:
+        if ctx.slack is None:
+            return
+        self._busy.discard(ctx.session_id)
+        self._enqueue(ctx.slack, _Job("ended", ctx=ctx, text=outcome))
+
+    # -- from the listeners ---------------------------------------------------------------------
+
+    def busy(self, session_id: str) -> bool:
+        """A turn of this session runs in this process right now."""
+        return session_id in self._busy
+
+    def notice(self, thread: SlackThread, text: str) -> None:
+        """A short message in the thread (no agent bound, archived session, unreadable file)."""
+        self._enqueue(thread, _Job("notice", thread=thread, text=text))
+
+    def mark_queued(self, thread: SlackThread, message_ts: str) -> None:
+        """Show on the user's message that it waits behind a running turn."""
+        self._marked.add((thread.channel_id, message_ts))
+        self._enqueue(thread, _Job("react", thread=thread, text=message_ts))
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Finish what is queued (open streams are closed), then stop; called at shutdown."""
+        for lane in list(self._lanes.values()):
+            self._enqueue(lane.thread, _Job("close"))
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        tasks += list(self._side_tasks)
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=2)
+            log.warning("slack deliveries cut short at shutdown", extra={"count": len(pending)})
+
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until no lane has work (tests)."""
+        async with asyncio.timeout(timeout):
+            while self._lanes or self._side_tasks:
+                tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+                await asyncio.wait([*tasks, *self._side_tasks])
+
+    # -- lanes ----------------------------------------------------------------------------------
+
+    def _enqueue(self, thread: SlackThread, job: _Job) -> None:
+        key = thread.conversation_key
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane(thread)
+        lane.queue.put_nowait(job)
+        if lane.task is None or lane.task.done():
+            lane.task = asyncio.create_task(self._run_lane(key, lane), name=f"slack-lane:{key}")
+
+    async def _run_lane(self, key: str, lane: _Lane) -> None:
+        try:
+            while lane.turn is not None or lane.replies or not lane.queue.empty():
+                try:
+                    job = await asyncio.wait_for(lane.queue.get(), self._next_flush_in(lane))
+                except TimeoutError:
+                    job = None
+                try:
+                    if job is None:
+                        await self._flush_due(lane)
+                    else:
+                        await self._handle(lane, job)
+                except Exception:
+                    log.exception(
+                        "slack delivery failed",
+                        extra={**self._log_extra(lane), "job": job.kind if job else "flush"},
+                    )
+        finally:
+            if self._lanes.get(key) is lane:
+                del self._lanes[key]
+
+    def _next_flush_in(self, lane: _Lane) -> float | None:
+        due = [r.last_flush + self.flush_seconds for r in lane.replies.values() if r.pending]
+        if not due:
+            return None
+        return max(0.0, min(due) - self.clock())
+
+    async def _flush_due(self, lane: _Lane) -> None:
+        now = self.clock()
+        for reply in list(lane.replies.values()):
+            if reply.pending and now - reply.last_flush >= self.flush_seconds:
+                await self._flush(lane, reply)
+
+    async def _handle(self, lane: _Lane, job: _Job) -> None:
+        if job.kind == "started":
+            await self._on_started(lane, job.ctx)
+        elif job.kind == "item":
+            await self._on_item(lane, job.ctx, job.item)
+        elif job.kind in ("ended", "close"):
+            await self._on_ended(lane, job.ctx)
+        elif job.kind == "notice":
+            await self._post(lane, job.text, markdown=False)
+        elif job.kind == "react":
+            await self._call(lane, "reactions_add", name=QUEUED_REACTION, timestamp=job.text)
+
+    async def _on_started(self, lane: _Lane, ctx: Any) -> None:
+        lane.turn = ctx
+        lane.replies = {}
+        lane.posted = False
+        self._side(lane, "assistant_threads_setStatus", status=THINKING)
+        marked = (lane.thread.channel_id, ctx.slack_message_ts or "")
+        if marked in self._marked:
+            self._marked.discard(marked)
+            self._side(lane, "reactions_remove", name=QUEUED_REACTION, timestamp=marked[1])
+
+    async def _on_item(self, lane: _Lane, ctx: Any, item: Any) -> None:
+        if isinstance(item, TextDelta):
+            reply = lane.replies.get(item.event_id)
+            if reply is None:
+                reply = lane.replies[item.event_id] = _Reply(item.event_id)
+            reply.pending += item.text
+            now = self.clock()
+            if (
+                len(reply.pending) >= self.flush_chars
+                or now - reply.last_flush >= self.flush_seconds
+            ):
+                await self._flush(lane, reply)
+            return
+        if item.type == "agent.message":
+            await self._finish(lane, item.id, text_of(item.data))
+        elif item.type in ("app.error", "session.error"):
+            text = error_text(item)
+            if text:
+                await self._close_replies(lane)
+                await self._post(lane, text, markdown=False)
+        elif item.type in TOOL_EVENTS:
+            name = str(item.data.get("name") or "a tool")
+            self._side(lane, "assistant_threads_setStatus", status=f"is using {name}…")
+
+    async def _on_ended(self, lane: _Lane, ctx: Any) -> None:
+        await self._close_replies(lane)
+        if lane.turn is not None and not lane.posted:
+            self._side(lane, "assistant_threads_setStatus", status="")
+        lane.turn = None
+
+    async def _close_replies(self, lane: _Lane) -> None:
+        """Deliver what the deltas said so far and close the streams (the turn ended without a
+        final `agent.message`, or an error comes next)."""
+        for reply in list(lane.replies.values()):
+            await self._flush(lane, reply)
+            if reply.broken and reply.pending:
+                await self._post(lane, reply.pending)
+            await self._stop(lane, reply)
+        lane.replies.clear()
+
+    # -- text -----------------------------------------------------------------------------------
+
+    async def _flush(self, lane: _Lane, reply: _Reply) -> None:
+        reply.last_flush = self.clock()
+        if reply.broken or not reply.pending:
+            return
+        client = await self.clients.client_for(lane.thread.team_id)
+        if client is None:
+            reply.broken = True
+            return
+        text, reply.pending = reply.pending, ""
+        while text:
+            room = self.max_message_chars - reply.stream_chars
+            if room <= 0:
+                await self._stop(lane, reply)
+                continue
+            chunk, rest = split_text(text, room)
+            try:
+                if reply.stream is None:
+                    reply.stream = await client.chat_stream(
+                        buffer_size=1,
+                        channel=lane.thread.channel_id,
+                        thread_ts=lane.thread.thread_ts,
+                        recipient_team_id=lane.thread.team_id,
+                        recipient_user_id=lane.turn.author if lane.turn else None,
+                    )
+                    reply.stream_chars = 0
+                await reply.stream.append(markdown_text=chunk)
+            except SLACK_ERRORS as exc:
+                log.warning(
+                    "streaming to slack failed; posting instead",
+                    extra={**self._log_extra(lane), "error": _describe(exc)},
+                )
+                reply.broken = True
+                reply.stream = None
+                reply.pending = text + reply.pending
+                return
+            if reply.stream.ts and reply.stream.ts not in reply.parts:
+                reply.parts.append(reply.stream.ts)
+            lane.posted = True
+            reply.sent += chunk
+            reply.stream_chars += len(chunk)
+            text = rest
+            if rest:
+                await self._stop(lane, reply)
+
+    async def _stop(self, lane: _Lane, reply: _Reply) -> None:
+        stream, reply.stream, reply.stream_chars = reply.stream, None, 0
+        if stream is None:
+            return
+        try:
+            await stream.stop()
+        except SLACK_ERRORS as exc:
+            log.warning(
+                "closing a slack stream failed",
+                extra={**self._log_extra(lane), "error": _describe(exc)},
+            )
+
+    async def _finish(self, lane: _Lane, event_id: str, final: str) -> None:
+        """The final text of one agent message: complete what was streamed, or post it."""
+        reply = lane.replies.pop(event_id, None)
+        if reply is None:
+            if final:
+                await self._post(lane, final)
+            return
+        await self._flush(lane, reply)
+        if final.startswith(reply.sent):
+            reply.pending = final[len(reply.sent) :]
+            await self._flush(lane, reply)
+            await self._stop(lane, reply)
+            if reply.broken and reply.pending:
+                await self._post(lane, reply.pending)
+            return
+        # The deltas disagree with the final text (a replayed or garbled stream): rewrite.
+        await self._stop(lane, reply)
+        await self._rewrite(lane, reply, final)
+
+    async def _rewrite(self, lane: _Lane, reply: _Reply, final: str) -> None:
+        parts = split_all(final, self.max_message_chars)
+        for ts, part in zip(reply.parts, parts, strict=False):
+            await self._call(lane, "chat_update", ts=ts, markdown_text=part)
+        for ts in reply.parts[len(parts) :]:
+            await self._call(lane, "chat_delete", ts=ts)
+        for part in parts[len(reply.parts) :]:
+            await self._post(lane, part)
+
+    async def _post(self, lane: _Lane, text: str, *, markdown: bool = True) -> None:
+        """Post `text` in the thread, as as many messages as it takes."""
+        for part in split_all(text, self.max_message_chars):
+            arg = {"markdown_text": part} if markdown else {"text": part}
+            if await self._call(lane, "chat_postMessage", thread_ts=lane.thread.thread_ts, **arg):
+                lane.posted = True
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def _call(self, lane: _Lane, method: str, **args: Any) -> bool:
+        """One Web API call in this thread's channel; failures are logged, never raised."""
+        client = await self.clients.client_for(lane.thread.team_id)
+        if client is None:
+            return False
+        channel_arg = "channel_id" if method == "assistant_threads_setStatus" else "channel"
+        try:
+            await getattr(client, method)(**{channel_arg: lane.thread.channel_id}, **args)
+        except SLACK_ERRORS as exc:
+            log.warning(
+                "slack call failed",
+                extra={**self._log_extra(lane), "method": method, "error": _describe(exc)},
+            )
+            return False
+        return True
+
+    def _side(self, lane: _Lane, method: str, **args: Any) -> None:
+        """A best-effort call that must never hold the thread's text back (status, reactions)."""
+        if method == "assistant_threads_setStatus":
+            args["thread_ts"] = lane.thread.thread_ts
+        self._track(asyncio.wait_for(self._call(lane, method, **args), STATUS_TIMEOUT))
+
+    def _track(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(_quiet(coro))
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    @staticmethod
+    def _log_extra(lane: _Lane) -> dict[str, Any]:
+        return {
+            "session_id": lane.turn.session_id if lane.turn else None,
+            "conversation_key": lane.thread.conversation_key,
+        }
+
+
+async def _quiet(coro: Coroutine[Any, Any, Any]) -> None:
+    try:
+        await coro
+    except TimeoutError:
+        log.info("slack status call timed out")
+    except Exception:
+        log.exception("slack side call failed")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SlackApiError):
+        return f"{exc.response.status_code} {exc.response.get('error')}"
+    return type(exc).__name__
+
+
+__all__ = ["SlackOutbox", "split_all", "split_text", "error_text", "AsyncWebClient"]
