@@ -153,6 +153,8 @@ class Services:
     async def close(self) -> None:
         if self.runner is not None:
             await self.runner.shutdown()
+        if self.runtime is not None:
+            await self.runtime.close()
         await self.engine.dispose()
 
 
@@ -262,10 +264,12 @@ def build_web_app(services: Services) -> Any:
     return app
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, services: Services | None = None) -> None:
+    import signal
+
     from aiohttp import web
 
-    services = await build(settings)
+    services = services or await build(settings)
     for line in settings.missing_features():
         log.warning("not configured", extra={"detail": line})
     app = build_web_app(services)
@@ -276,15 +280,63 @@ async def serve(settings: Settings) -> None:
     log.info("serving", extra={"url": f"http://{settings.host}:{settings.port}"})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    import signal
-
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: finishing in-flight work")
-    await runner.cleanup()  # on_shutdown hooks drain tracked work, then connections close
+    await runner.cleanup()  # on_shutdown drains the turn runner, then connections close
     await services.close()
     log.info("stopped")
+
+
+DEMO_WORKSPACE = "demo"
+
+
+async def demo(settings: Settings) -> None:
+    """The whole product offline: a scripted runtime in process, a seeded workspace and agent."""
+    import secrets
+
+    from router.types import Actor
+    from runtime.scripted import ScriptedRuntime
+
+    update: dict[str, Any] = {}
+    if "database_url" not in settings.model_fields_set:
+        update["database_url"] = "sqlite+aiosqlite:///./var/demo.db"
+    if not settings.supabase_jwt_secret:
+        update["supabase_jwt_secret"] = secrets.token_urlsafe(32)
+    settings = settings.model_copy(update=update)
+    services = await build(settings, runtime=ScriptedRuntime())
+    actor = Actor(DEMO_WORKSPACE, "demo-user")
+    page = await services.core.list_agents(actor, limit=1, cursor=None)
+    if page.items:
+        agent = page.items[0]
+    else:
+        agent = await services.core.deploy_agent(
+            actor,
+            name="Demo agent",
+            model="claude-sonnet-4-5",
+            system="A scripted stand-in: it streams, asks before running bash, and escalates.",
+            approval_required_tools=["bash"],
+            slack=None,
+        )
+    session, _ = await services.core.create_session(
+        actor,
+        agent.id,
+        text="Hello! Show me how you stream. [slow:0.1]",
+        title="Welcome",
+    )
+    token = make_token(settings, DEMO_WORKSPACE, actor.user_id, 7 * 24 * 3600)
+    base = f"http://{settings.host}:{settings.port}"
+    print(
+        "\nDemo ready (offline: a scripted agent stands in for Anthropic's runtime).\n"
+        f"  token:      {token}\n"
+        f"  transcript: {base}/dashboard/sub-agents/{agent.id}/chat/{session.id}#token={token}\n"
+        f"  API:        curl -H 'Authorization: Bearer <token>' {base}/dashboard/agents\n"
+        "Try messages with [tool:bash] (an approval card), [custom:escalate_to_human],\n"
+        "[long:3000] or [fail:overloaded]. Ctrl-C stops.\n",
+        flush=True,
+    )
+    await serve(settings, services)
 
 
 async def migrate(settings: Settings) -> None:
@@ -334,6 +386,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve Slack, the dashboard API and the workers (default)")
     sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("demo", help="run offline with a scripted agent and a seeded workspace")
     token = sub.add_parser("token", help="print a dashboard access token")
     token.add_argument("--workspace", required=True)
     token.add_argument("--user", required=True)
@@ -380,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.kind} wallet of {args.workspace}: {balance:.6f} USD")
         elif args.command == "migrate":
             asyncio.run(migrate(settings))
+        elif args.command == "demo":
+            asyncio.run(demo(settings))
         else:
             asyncio.run(serve(settings))
     except StartupError as exc:

@@ -98,6 +98,10 @@ class AgentRuntime(Protocol):
         """`idle`, `running`, `rescheduling` or `terminated`."""
         ...
 
+    async def close(self) -> None:
+        """Release connections (at shutdown)."""
+        ...
+
 
 class Outbox(Protocol):
     """Delivers a session's turn to where its conversation lives (Slack thread), best effort."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from store.db import DbSession
 from store.models import AgentSession, SessionEvent, utcnow
@@ -61,11 +61,24 @@ async def append_events(
         )
     if not fresh:
         return []
-    db.add_all(fresh)
+    # Core executemany, not the ORM unit of work: this is the hot path of every turn.
+    await db.execute(
+        insert(SessionEvent),
+        [
+            {
+                "session_id": e.session_id,
+                "seq": e.seq,
+                "runtime_event_id": e.runtime_event_id,
+                "type": e.type,
+                "data": e.data,
+                "created_at": e.created_at,
+            }
+            for e in fresh
+        ],
+    )
     await db.execute(
         update(AgentSession).where(AgentSession.id == session_id).values(last_event_seq=last)
     )
-    await db.flush()
     return fresh
 
 
