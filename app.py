@@ -148,6 +148,7 @@ class Services:
     runtime: Any = None
     runner: Any = None
     core: Any = None
+    triggers: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
@@ -209,6 +210,7 @@ async def build(
     Tests pass their own `engine` (a PostgreSQL schema of their own) and `runtime`."""
     from router.billing import Billing, PriceTable
     from router.sessions import SessionService
+    from router.triggers import Triggers
     from router.turns import TurnRunner
     from runtime.client import build_runtime
     from store.bus import LiveBus
@@ -237,6 +239,7 @@ async def build(
         services.runtime,
         starting_credit=settings.starting_credit_usd,
     )
+    services.triggers = Triggers(services.core)
     return services
 
 
@@ -255,8 +258,10 @@ def build_web_app(services: Services) -> Any:
 
     async def start_runner(_app: web.Application) -> None:
         services.runner.start()
+        services.triggers.start()
 
     async def drain_runner(_app: web.Application) -> None:
+        await services.triggers.stop()
         await services.runner.shutdown()
 
     app.on_startup.append(start_runner)

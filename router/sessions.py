@@ -301,6 +301,16 @@ class SessionService:
             )
         return [record_of(session_id, r) for r in rows], more
 
+    async def attach_slack_thread(
+        self, session_id: str, *, team_id: str, channel_id: str, thread_ts: str
+    ) -> None:
+        """The session's answer was posted as a new channel message (a schedule's): replies in
+        that message's thread now continue this session."""
+        async with self.db.begin() as s:
+            await sessions_store.attach_slack_thread(
+                s, session_id, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts
+            )
+
     async def check_session(self, actor: Actor, agent_id: str, session_id: str) -> None:
         """Raise unless the actor may watch this session."""
         async with self.db() as s:

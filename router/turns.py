@@ -31,6 +31,7 @@ from store import agents as agents_store
 from store import events as events_store
 from store import queue as queue_store
 from store import sessions as sessions_store
+from store import triggers as triggers_store
 from store.events import NewEvent
 from store.ids import new_id
 from store.models import utcnow
@@ -51,6 +52,7 @@ ESCALATE_TOOL = {
 }
 
 _END = object()
+FAILED_OUTCOMES = ("error", "timeout", "terminated", "retries_exhausted")
 SEND_ATTEMPTS = 3
 
 
@@ -226,7 +228,17 @@ class TurnRunner:
                 else None
             ),
             slack_message_ts=message.slack_ts,
-            extra={"usage": TurnUsage(), "model": agent.model, "resumed": resumed},
+            extra={
+                "usage": TurnUsage(),
+                "model": agent.model,
+                "resumed": resumed,
+                # A schedule's session names a channel but has no thread until its first answer.
+                "slack_post_channel": (
+                    (row.slack_team_id, row.slack_channel_id)
+                    if row.slack_channel_id and not row.slack_conversation_key
+                    else None
+                ),
+            },
         )
         log.info("turn started", extra={"session_id": session_id, "turn": ctx.turn})
         self._notify("turn_started", ctx)
@@ -253,6 +265,14 @@ class TurnRunner:
                         await queue_store.mark_sent(s, message.id)
                     else:
                         await queue_store.mark_failed(s, message.id)
+                    if ctx.source in ("schedule", "webhook"):
+                        failed = outcome.reason in FAILED_OUTCOMES
+                        await triggers_store.finish_runs_of_session(
+                            s,
+                            session_id,
+                            status="error" if failed else "ok",
+                            error=ctx.extra.get("error") if failed else None,
+                        )
                     await sessions_store.release_turn(s, session_id, runner_id=self.runner_id)
                 self._notify("turn_ended", ctx, outcome.reason)
                 log.info(
@@ -570,6 +590,7 @@ class TurnRunner:
         log.warning(
             "turn error", extra={"session_id": ctx.session_id, "code": code, "detail": message}
         )
+        ctx.extra["error"] = f"{code}: {message}"
         await append_app_event(
             self, ctx.session_id, "app.error", {"code": code, "message": message}, ctx
         )

@@ -138,6 +138,17 @@ async def attach_slack_thread(
     )
 
 
+async def set_slack_target(
+    db: DbSession, session_id: str, *, team_id: str, channel_id: str
+) -> None:
+    """A channel to post the session's first answer in (a schedule's); the thread comes later."""
+    await db.execute(
+        update(AgentSession)
+        .where(AgentSession.id == session_id)
+        .values(slack_team_id=team_id, slack_channel_id=channel_id, updated_at=utcnow())
+    )
+
+
 async def get_session(
     db: DbSession,
     session_id: str,

@@ -4,56 +4,17 @@ on both databases."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from router.errors import SessionArchived
-from router.sessions import SessionService
-from router.types import Actor
 from tests.conftest import TestDatabase, start_app
 from tests.fakes.anthropic_api import FakeAnthropic
+from tests.router.conftest import ACTOR, API_KEY
+from tests.router.conftest import all_events as _all_events
+from tests.router.conftest import deploy as _agent
+from tests.router.conftest import settled as _settled
 from tests.waiting import eventually
-
-ACTOR = Actor("ws_turns", "user_1")
-API_KEY = "sk-ant-test"
-
-
-@pytest.fixture
-async def fake_runtime() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key=API_KEY) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def running(database: TestDatabase, fake_runtime: FakeAnthropic):
-    app = await start_app(
-        database,
-        anthropic_api_key=API_KEY,
-        anthropic_base_url=fake_runtime.base_url,
-        turn_timeout_seconds=20,
-    )
-    try:
-        yield app
-    finally:
-        await app.stop()
-
-
-async def _agent(core: SessionService) -> str:
-    agent = await core.deploy_agent(
-        ACTOR,
-        name="helper",
-        model="claude-sonnet-4-5",
-        system="Be brief.",
-        approval_required_tools=[],
-        slack=None,
-    )
-    return agent.id
-
-
-async def _all_events(core: SessionService, agent_id: str, session_id: str) -> list:
-    events, _ = await core.events(ACTOR, agent_id, session_id, limit=1000)
-    return events
 
 
 def _types(events: list) -> list[str]:
@@ -66,17 +27,6 @@ def _user_texts(events: list) -> list[str]:
         for e in events
         if e.type == "user.message"
     ]
-
-
-async def _settled(app, agent_id: str, session_id: str) -> None:
-    """Until the session is idle with nothing queued and no turn runs here."""
-
-    async def done() -> bool:
-        view = await app.services.core.get_session(ACTOR, agent_id, session_id)
-        return view.status == "idle" and view.queued == 0
-
-    await eventually(done, timeout=20)
-    await app.services.runner.wait_idle(timeout=20)
 
 
 async def test_one_message_gives_one_turn_and_a_mirrored_transcript(running, fake_runtime):
