@@ -107,9 +107,9 @@ def say_outcome(
     """Queue what the thread should see about this message (after the ack)."""
     thread = msg.thread
     if taken.outcome is Taken.NO_AGENT:
-        outbox.notice(thread, NO_AGENT_DM if msg.is_dm else NO_AGENT_CHANNEL)
+        outbox.notice(thread, NO_AGENT_DM if msg.is_dm else NO_AGENT_CHANNEL, about_ts=msg.ts)
     elif taken.outcome is Taken.ARCHIVED:
-        outbox.notice(thread, ARCHIVED)
+        outbox.notice(thread, ARCHIVED, about_ts=msg.ts)
     elif taken.outcome is Taken.ACCEPTED:
         if notes:
             outbox.notice(thread, "\n".join(notes))

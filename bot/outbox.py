@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ MAX_MESSAGE_CHARS = 11_000  # Slack takes 12,000 markdown characters per message
 STATUS_TIMEOUT = 5.0
 THINKING = "is thinking…"
 QUEUED_REACTION = "hourglass_flowing_sand"
+NOTICED_MEMORY = 10_000
 TOOL_EVENTS = ("agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use")
 _DELIVERED = {"agent.message", "app.error", "session.error", *TOOL_EVENTS}
 SLACK_ERRORS = (SlackApiError, SlackClientError, aiohttp.ClientError, TimeoutError)
@@ -150,6 +152,8 @@ class SlackOutbox:
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._busy: set[str] = set()
         self._marked: set[tuple[str, str]] = set()
+        self._noticed: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._open_streams: Counter[str] = Counter()
 
     # -- TurnObserver (synchronous, never blocks) -----------------------------------------------
 
@@ -178,8 +182,16 @@ class SlackOutbox:
         """A turn of this session runs in this process right now."""
         return session_id in self._busy
 
-    def notice(self, thread: SlackThread, text: str) -> None:
-        """A short message in the thread (no agent bound, archived session, unreadable file)."""
+    def notice(self, thread: SlackThread, text: str, *, about_ts: str | None = None) -> None:
+        """A short message in the thread (no agent bound, archived session, unreadable file).
+        With `about_ts`, said once per Slack message: a mention arrives as two events."""
+        if about_ts is not None:
+            key = (thread.channel_id, about_ts, text)
+            if key in self._noticed:
+                return
+            self._noticed[key] = None
+            while len(self._noticed) > NOTICED_MEMORY:
+                self._noticed.popitem(last=False)
         self._enqueue(thread, _Job("notice", thread=thread, text=text))
 
     def mark_queued(self, thread: SlackThread, message_ts: str) -> None:
@@ -241,8 +253,21 @@ class SlackOutbox:
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
 
+    def _pace(self, lane: _Lane) -> float:
+        """How much slower than the base pace to stream: `chat.appendStream` is limited per
+        workspace, so the more streams a team has open, the bigger and rarer each append."""
+        return max(1.0, self._open_streams[lane.thread.team_id] / 2)
+
+    def _due(self, lane: _Lane, reply: _Reply, now: float) -> bool:
+        pace = self._pace(lane)
+        return bool(reply.pending) and (
+            len(reply.pending) >= self.flush_chars * pace
+            or now - reply.last_flush >= self.flush_seconds * pace
+        )
+
     def _next_flush_in(self, lane: _Lane) -> float | None:
-        due = [r.last_flush + self.flush_seconds for r in lane.replies.values() if r.pending]
+        interval = self.flush_seconds * self._pace(lane)
+        due = [r.last_flush + interval for r in lane.replies.values() if r.pending]
         if not due:
             return None
         return max(0.0, min(due) - self.clock())
@@ -250,7 +275,7 @@ class SlackOutbox:
     async def _flush_due(self, lane: _Lane) -> None:
         now = self.clock()
         for reply in list(lane.replies.values()):
-            if reply.pending and now - reply.last_flush >= self.flush_seconds:
+            if self._due(lane, reply, now):
                 await self._flush(lane, reply)
 
     async def _handle(self, lane: _Lane, job: _Job) -> None:
@@ -281,11 +306,7 @@ class SlackOutbox:
             if reply is None:
                 reply = lane.replies[item.event_id] = _Reply(item.event_id)
             reply.pending += item.text
-            now = self.clock()
-            if (
-                len(reply.pending) >= self.flush_chars
-                or now - reply.last_flush >= self.flush_seconds
-            ):
+            if self._due(lane, reply, self.clock()):
                 await self._flush(lane, reply)
             return
         if item.type == "agent.message":
@@ -342,6 +363,7 @@ class SlackOutbox:
                         recipient_user_id=lane.turn.author if lane.turn else None,
                     )
                     reply.stream_chars = 0
+                    self._open_streams[lane.thread.team_id] += 1
                 await reply.stream.append(markdown_text=chunk)
             except SLACK_ERRORS as exc:
                 log.warning(
@@ -349,6 +371,8 @@ class SlackOutbox:
                     extra={**self._log_extra(lane), "error": _describe(exc)},
                 )
                 reply.broken = True
+                if reply.stream is not None:
+                    self._open_streams[lane.thread.team_id] -= 1
                 reply.stream = None
                 reply.pending = text + reply.pending
                 return
@@ -365,6 +389,7 @@ class SlackOutbox:
         stream, reply.stream, reply.stream_chars = reply.stream, None, 0
         if stream is None:
             return
+        self._open_streams[lane.thread.team_id] -= 1
         try:
             await stream.stop()
         except SLACK_ERRORS as exc:

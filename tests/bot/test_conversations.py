@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.bot.conftest import SlackHarness, channel_message, dm, mention, new_ts
+from tests.bot.conftest import ACTOR, SlackHarness, channel_message, dm, mention, new_ts
 
 
 def user_messages(records) -> list:
@@ -120,9 +120,13 @@ async def test_a_mention_in_a_channel_with_no_agent_gets_a_helpful_reply(
 ) -> None:
     await harness.bind_agent(channels=("C1",), default=False)
     event = mention("anyone there?", channel="C9")
+    as_message = channel_message(event["text"], channel="C9", ts=event["ts"])
     assert (await harness.send(event))[0] == 200
+    assert (await harness.send(as_message))[0] == 200
     text = await harness.reply("C9", event["ts"])
     assert text.startswith("No agent is bound to this channel yet")
+    await harness.settle()
+    assert len(harness.slack.thread("C9", event["ts"])) == 1
     assert not harness.slack.root_messages("C9")
 
 
@@ -141,8 +145,6 @@ async def test_a_message_in_an_archived_sessions_thread_gets_an_archived_reply(
     await harness.reply("D1", first["ts"])
     await harness.settle()
     (session,) = await harness.sessions(agent)
-    from tests.bot.conftest import ACTOR
-
     await harness.app.services.core.archive(ACTOR, agent.id, session.id)
     later = dm("after archiving", thread_ts=first["ts"])
     assert (await harness.send(later))[0] == 200

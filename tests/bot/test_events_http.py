@@ -33,7 +33,10 @@ async def test_bad_stale_or_missing_signatures_are_401_and_store_nothing(
         {**good, "X-Slack-Signature": "v0=" + "0" * 64},
         sign(body, secret="someone-elses-secret"),
         sign(body, ts=int(time.time()) - 301),
-        {"X-Slack-Request-Timestamp": "not-a-number", "X-Slack-Signature": good["X-Slack-Signature"]},
+        {
+            "X-Slack-Request-Timestamp": "not-a-number",
+            "X-Slack-Signature": good["X-Slack-Signature"],
+        },
         {"X-Slack-Request-Timestamp": good["X-Slack-Request-Timestamp"]},
         {},
     ]

@@ -38,7 +38,11 @@ async def test_shared_files_reach_the_agent_and_unreadable_ones_are_explained(
     assert blocks[0] == {"type": "text", "text": "what do you see?"}
     assert blocks[1] == {
         "type": "image",
-        "source": {"type": "base64", "media_type": "image/png", "data": base64.b64encode(PNG).decode()},
+        "source": {
+            "type": "base64",
+            "media_type": "image/png",
+            "data": base64.b64encode(PNG).decode(),
+        },
     }
     assert blocks[2]["type"] == "document"
     assert blocks[2]["source"] == {
