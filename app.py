@@ -204,6 +204,7 @@ async def build(
     engine: Any = None,
     lease_seconds: float = 30.0,
     recover_every: float = 5.0,
+    search_path: str | None = None,
 ) -> Services:
     """Open the database and wire the core: runtime, live bus, turn runner, session service.
 
@@ -213,10 +214,20 @@ async def build(
     from router.triggers import Triggers
     from router.turns import TurnRunner
     from runtime.client import build_runtime
-    from store.bus import LiveBus
+    from store.bus import LiveBus, PgLiveBus
+    from store.db import is_sqlite
 
     services = await open_database(settings, engine=engine)
-    services.bus = LiveBus()
+    if is_sqlite(services.engine):
+        services.bus = LiveBus()
+    else:
+        # Replicas on one PostgreSQL: a watcher on any process sees every process's turns.
+        services.bus = PgLiveBus(
+            services.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+            load=lambda sid, after, up_to: services.core.load_records(sid, after, up_to),
+            channel=f"session_events_{search_path}" if search_path else "session_events",
+            search_path=search_path,
+        )
     services.runtime = runtime or build_runtime(
         settings.anthropic_api_key, settings.anthropic_base_url
     )
@@ -257,12 +268,16 @@ def build_web_app(services: Services) -> Any:
     register_dashboard(app, services)
 
     async def start_runner(_app: web.Application) -> None:
+        if hasattr(services.bus, "start"):
+            await services.bus.start()
         services.runner.start()
         services.triggers.start()
 
     async def drain_runner(_app: web.Application) -> None:
         await services.triggers.stop()
         await services.runner.shutdown()
+        if hasattr(services.bus, "close"):
+            await services.bus.close()
 
     app.on_startup.append(start_runner)
     app.on_shutdown.append(drain_runner)

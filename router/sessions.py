@@ -311,6 +311,20 @@ class SessionService:
                 s, session_id, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts
             )
 
+    async def load_records(
+        self, session_id: str, after: int | None, up_to: int | None
+    ) -> list[EventRecord]:
+        """Mirrored events of a session in (after, up_to] (the live bus across processes)."""
+        async with self.db() as s:
+            rows, _ = await events_store.list_events(
+                s,
+                session_id,
+                limit=1000,
+                after=after,
+                before=None if up_to is None else up_to + 1,
+            )
+        return [record_of(session_id, r) for r in rows]
+
     async def check_session(self, actor: Actor, agent_id: str, session_id: str) -> None:
         """Raise unless the actor may watch this session."""
         async with self.db() as s:

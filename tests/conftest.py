@@ -184,7 +184,10 @@ async def start_app(database: TestDatabase, *, engine: AsyncEngine | None = None
         _env_file=None, database_url=database.url, host="127.0.0.1", port=0, **overrides
     )
     services = await app_module.build(
-        settings, engine=engine or database.new_engine(pool_size=10), **build_kwargs
+        settings,
+        engine=engine or database.new_engine(pool_size=10),
+        search_path=database.schema,
+        **build_kwargs,
     )
     web_app = app_module.build_web_app(services)
     runner = web.AppRunner(web_app, shutdown_timeout=5)
