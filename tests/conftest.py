@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from store import search
 from store.db import make_engine, make_sessionmaker
 from store.migrate import stamp_head
 from store.models import Base
@@ -133,6 +134,7 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     db = await _new_database(request.param, tmp_path)
     async with db.engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
+        await conn.run_sync(search.install)  # the FTS objects of migration 0002
         await conn.run_sync(stamp_head)
     try:
         yield db
