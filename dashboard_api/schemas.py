@@ -46,10 +46,21 @@ Text = Annotated[str, Field(pattern=NO_NUL)]
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SlackBindingIn(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["default"], "properties": {"default": {"const": True}}},
+                {"required": ["channel_ids"], "properties": {"channel_ids": {"minItems": 1}}},
+            ]
+        },
+    )
+
     team_id: SlackId
     channel_ids: list[SlackId] = Field(default_factory=list, max_length=100)
     default: bool = False
@@ -93,7 +104,11 @@ class Query(BaseModel):
 
 class ListQuery(Query):
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, pattern=CURSOR_PATTERN)
+    cursor: str | None = Field(
+        default=None,
+        pattern=CURSOR_PATTERN,
+        description="Opaque: the `next_cursor` of the previous page, as given",
+    )
 
     @field_validator("cursor")
     @classmethod
@@ -113,7 +128,11 @@ class EventQuery(Query):
     after: int | None = Field(default=None, ge=0, le=MAX_SEQ)
     before: int | None = Field(default=None, ge=0, le=MAX_SEQ)
     order: Literal["asc", "desc"] = "asc"
-    cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,16}$")
+    cursor: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{1,16}$",
+        description="The `next_cursor` of the previous page (the last seq it held)",
+    )
 
     def bounds(self) -> tuple[int | None, int | None]:
         """`after`/`before` with the cursor (the last seq of the previous page) folded in."""
@@ -304,7 +323,7 @@ def field_name(loc: tuple[Any, ...], root: str) -> str:
 def _first_problem(exc: ValidationError, root: str) -> ApiError:
     error = exc.errors(include_url=False)[0]
     name = field_name(tuple(error["loc"]), root)
-    message = error["msg"]
+    message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "is not a field of this request"
     elif error["type"] == "missing":
