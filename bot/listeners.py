@@ -14,7 +14,9 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
+from bot.cards import APPROVE_ACTION, DENY_ACTION
 from bot.clients import SlackClients
+from bot.decisions import decide_from_click
 from bot.files import fetch_files
 from bot.inbound import BotIdentity, file_refs, parse_event
 from bot.outbox import SlackOutbox
@@ -54,8 +56,13 @@ def register_listeners(bolt: AsyncApp, deps: SlackEdgeDeps, *, oauth: bool) -> N
     async def on_message(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext):
         await take_message(deps, body, event, context)
 
+    async def on_decision(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        deps.outbox.track(decide_from_click(deps.core, deps.clients, body, action))
+
     bolt.event("message")(on_message)
     bolt.event("app_mention")(on_message)
+    bolt.action(re.compile(f"^({APPROVE_ACTION}|{DENY_ACTION})$"))(on_decision)
     if oauth:
         bolt.enable_token_revocation_listeners()
 

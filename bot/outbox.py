@@ -25,6 +25,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.cards import approval_blocks, approval_text, escalation_text
 from bot.clients import SlackClients
 from router.ports import TextDelta
 from router.types import EventRecord, SlackThread, TurnContext
@@ -39,7 +40,16 @@ THINKING = "is thinking…"
 QUEUED_REACTION = "hourglass_flowing_sand"
 NOTICED_MEMORY = 10_000
 TOOL_EVENTS = ("agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use")
-_DELIVERED = {"agent.message", "app.error", "session.error", *TOOL_EVENTS}
+APPROVAL_EVENT = "app.approval_requested"
+ESCALATION_EVENT = "app.escalation"
+_DELIVERED = {
+    "agent.message",
+    "app.error",
+    "session.error",
+    APPROVAL_EVENT,
+    ESCALATION_EVENT,
+    *TOOL_EVENTS,
+}
 SLACK_ERRORS = (SlackApiError, SlackClientError, aiohttp.ClientError, TimeoutError)
 
 
@@ -316,6 +326,25 @@ class SlackOutbox:
             if text:
                 await self._close_replies(lane)
                 await self._post(lane, text, markdown=False)
+        elif item.type == APPROVAL_EVENT:
+            await self._close_replies(lane)
+            name = str(item.data.get("tool_name") or "a tool")
+            blocks = approval_blocks(
+                str(item.data.get("approval_id")), name, item.data.get("input")
+            )
+            if await self._call(
+                lane,
+                "chat_postMessage",
+                thread_ts=lane.thread.thread_ts,
+                text=approval_text(name),
+                blocks=blocks,
+            ):
+                lane.posted = True
+        elif item.type == ESCALATION_EVENT:
+            await self._close_replies(lane)
+            await self._post(
+                lane, escalation_text(str(item.data.get("reason") or "")), markdown=False
+            )
         elif item.type in TOOL_EVENTS:
             name = str(item.data.get("name") or "a tool")
             self._side(lane, "assistant_threads_setStatus", status=f"is using {name}…")
@@ -456,6 +485,10 @@ class SlackOutbox:
         if method == "assistant_threads_setStatus":
             args["thread_ts"] = lane.thread.thread_ts
         self._track(asyncio.wait_for(self._call(lane, method, **args), STATUS_TIMEOUT))
+
+    def track(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run Slack work after the ack (a button's decision), drained at shutdown."""
+        self._track(coro)
 
     def _track(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(_quiet(coro))

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -119,6 +120,39 @@ class SlackHarness:
             headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
         return await self.post(json.dumps(envelope), headers=headers)
 
+    async def click(self, user: str, action_id: str, message: Any, *, team_id: str = "T1") -> int:
+        """A button click on a message the bot posted (interactivity, form-encoded payload)."""
+        block = next(b for b in message.blocks if b["type"] == "actions")
+        button = next(e for e in block["elements"] if e["action_id"] == action_id)
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "team_id": team_id},
+            "team": {"id": team_id},
+            "api_app_id": "A0TEST",
+            "trigger_id": "1.2.3",
+            "container": {
+                "type": "message",
+                "channel_id": message.channel,
+                "message_ts": message.ts,
+                "thread_ts": message.thread_ts,
+            },
+            "channel": {"id": message.channel},
+            "message": {"ts": message.ts, "thread_ts": message.thread_ts, "type": "message"},
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": block["block_id"],
+                    "value": button["value"],
+                }
+            ],
+        }
+        body = "payload=" + quote(json.dumps(payload), safe="")
+        status, _ = await self.post(
+            body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        return status
+
     async def bind_agent(
         self,
         *,
@@ -126,13 +160,14 @@ class SlackHarness:
         channels: tuple[str, ...] = (),
         default: bool = True,
         name: str = "Helper",
+        approval_required_tools: tuple[str, ...] = (),
     ) -> AgentView:
         return await self.app.services.core.deploy_agent(
             ACTOR,
             name=name,
             model="claude-sonnet-4-5",
             system="Be brief.",
-            approval_required_tools=[],
+            approval_required_tools=list(approval_required_tools),
             slack=SlackBindingRequest(team_id, channels, default),
         )
 

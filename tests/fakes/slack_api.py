@@ -94,6 +94,7 @@ class FakeSlack:
     messages: list[Message] = field(default_factory=list)
     reactions: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    ephemerals: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, StoredFile] = field(default_factory=dict)
     members: dict[str, list[str]] = field(default_factory=dict)
     oauth_apps: dict[str, str] = field(default_factory=dict)
@@ -309,6 +310,14 @@ class FakeSlack:
         )
         self.messages.append(message)
         return {"ok": True, "channel": channel, "ts": message.ts, "message": {"text": text}}
+
+    def _m_chat_postEphemeral(self, team: Team, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("channel") or not args.get("user"):
+            return {"ok": False, "error": "invalid_arguments"}
+        self.ephemerals.append(
+            {"channel": args["channel"], "user": args["user"], "text": args.get("text", "")}
+        )
+        return {"ok": True, "message_ts": self._next_ts()}
 
     def _m_chat_update(self, team: Team, args: dict[str, Any]) -> dict[str, Any]:
         message = self._find(args.get("channel", ""), args.get("ts", ""))
