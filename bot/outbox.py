@@ -161,7 +161,7 @@ class SlackOutbox:
         self._lanes: dict[str, _Lane] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._busy: set[str] = set()
-        self._marked: set[tuple[str, str]] = set()
+        self._marked: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._noticed: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._open_streams: Counter[str] = Counter()
 
@@ -206,7 +206,9 @@ class SlackOutbox:
 
     def mark_queued(self, thread: SlackThread, message_ts: str) -> None:
         """Show on the user's message that it waits behind a running turn."""
-        self._marked.add((thread.channel_id, message_ts))
+        self._marked[(thread.channel_id, message_ts)] = None
+        while len(self._marked) > NOTICED_MEMORY:
+            self._marked.popitem(last=False)
         self._enqueue(thread, _Job("react", thread=thread, text=message_ts))
 
     async def drain(self, timeout: float = 10.0) -> None:
@@ -307,7 +309,7 @@ class SlackOutbox:
         self._side(lane, "assistant_threads_setStatus", status=THINKING)
         marked = (lane.thread.channel_id, ctx.slack_message_ts or "")
         if marked in self._marked:
-            self._marked.discard(marked)
+            del self._marked[marked]
             self._side(lane, "reactions_remove", name=QUEUED_REACTION, timestamp=marked[1])
 
     async def _on_item(self, lane: _Lane, ctx: Any, item: Any) -> None:
@@ -464,7 +466,9 @@ class SlackOutbox:
 
     # -- calls ----------------------------------------------------------------------------------
 
-    async def _call(self, lane: _Lane, method: str, **args: Any) -> bool:
+    async def _call(
+        self, lane: _Lane, method: str, *, level: int = logging.WARNING, **args: Any
+    ) -> bool:
         """One Web API call in this thread's channel; failures are logged, never raised."""
         client = await self.clients.client_for(lane.thread.team_id)
         if client is None:
@@ -473,7 +477,8 @@ class SlackOutbox:
         try:
             await getattr(client, method)(**{channel_arg: lane.thread.channel_id}, **args)
         except SLACK_ERRORS as exc:
-            log.warning(
+            log.log(
+                level,
                 "slack call failed",
                 extra={**self._log_extra(lane), "method": method, "error": _describe(exc)},
             )
@@ -484,7 +489,8 @@ class SlackOutbox:
         """A best-effort call that must never hold the thread's text back (status, reactions)."""
         if method == "assistant_threads_setStatus":
             args["thread_ts"] = lane.thread.thread_ts
-        self._track(asyncio.wait_for(self._call(lane, method, **args), STATUS_TIMEOUT))
+        call = self._call(lane, method, level=logging.INFO, **args)
+        self._track(asyncio.wait_for(call, STATUS_TIMEOUT))
 
     def track(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run Slack work after the ack (a button's decision), drained at shutdown."""
