@@ -3,6 +3,7 @@ Last-Event-ID during a running turn, deltas, keep-alive comments, cleanup, fan-o
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,11 +14,16 @@ from aiohttp import web
 from dashboard_api import routes
 from dashboard_api.context import DASHBOARD
 from dashboard_api.stream import StreamHub
+from router.turns import append_app_event
+from router.types import Actor
+from store.bus import LiveBus
 from tests.conftest import RunningApp
 from tests.dashboard.conftest import Api, assert_error
 from tests.dashboard.sse import SseReader
 from tests.dashboard.test_sessions import all_events, base, settled
 from tests.waiting import eventually
+
+ACTOR = Actor("ws_alpha", "user_1")
 
 
 @asynccontextmanager
@@ -141,11 +147,14 @@ async def test_a_client_that_leaves_is_cleaned_up_at_once(api: Api, running: Run
 
 
 @asynccontextmanager
-async def side_app(running: RunningApp, **options: Any) -> AsyncIterator[tuple[str, StreamHub]]:
+async def side_app(
+    running: RunningApp | Any, **options: Any
+) -> AsyncIterator[tuple[str, StreamHub]]:
     """The dashboard routes over the same services, mounted with other stream options; yields
     its URL and its stream hub (which counts only its own streams)."""
+    services = getattr(running, "services", running)
     app = web.Application()
-    routes.register(app, running.services, **options)
+    routes.register(app, services, **options)
     runner = web.AppRunner(app, shutdown_timeout=1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -209,3 +218,69 @@ async def _until_idle(reader: SseReader) -> list[Any]:
         frames.append(frame)
         if frame.event == "session.status_idle":
             return frames
+
+
+async def _app_events(running: RunningApp, session_id: str, count: int) -> None:
+    """Mirror `count` app events the way the turn runner does (published on the app's own bus)."""
+    for i in range(count):
+        await append_app_event(running.services.runner, session_id, "app.note", {"n": i})
+
+
+async def test_a_watcher_the_bus_dropped_catches_up_from_the_mirror(
+    api: Api, running: RunningApp
+) -> None:
+    agent = await api.agent()
+    session = await api.session(agent["id"])
+    path = base(agent["id"], session["id"])
+    small_bus = LiveBus(max_backlog=2)
+    services = dataclasses.replace(running.services, bus=small_bus)
+    async with side_app(services) as (url, hub), aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {api.token}"}
+        async with http.get(url + path + "/stream", headers=headers) as response:
+            await eventually(lambda: hub.stats.mirror_reads == 1)
+            await _app_events(running, session["id"], 5)
+            records, _ = await running.services.core.events(
+                ACTOR, agent["id"], session["id"], limit=10
+            )
+            small_bus.publish(session["id"], records)  # five at once: the backlog of 2 overflows
+            reader = SseReader(response)
+            seqs = [int((await _next_event(reader)).id) for _ in range(5)]
+            await _app_events(running, session["id"], 1)
+            small_bus.publish(session["id"], (await _records(running, agent, session))[-1:])
+            seqs.append(int((await _next_event(reader)).id))
+    assert seqs == [1, 2, 3, 4, 5, 6]
+    assert hub.stats.mirror_reads == 2  # the connect, and one catch-up after the overflow
+
+
+async def test_a_seq_jump_on_the_bus_is_filled_from_the_mirror(
+    api: Api, running: RunningApp
+) -> None:
+    agent = await api.agent()
+    session = await api.session(agent["id"])
+    path = base(agent["id"], session["id"])
+    bus = LiveBus()
+    async with side_app(dataclasses.replace(running.services, bus=bus)) as (url, hub):
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {api.token}"}
+            async with http.get(url + path + "/stream", headers=headers) as response:
+                await eventually(lambda: hub.stats.mirror_reads == 1)
+                await _app_events(running, session["id"], 4)
+                records = await _records(running, agent, session)
+                reader = SseReader(response)
+                bus.publish(session["id"], [records[0]])
+                seqs = [int((await _next_event(reader)).id)]
+                bus.publish(session["id"], [records[2], records[1], records[3]])
+                seqs += [int((await _next_event(reader)).id) for _ in range(3)]
+    assert seqs == [1, 2, 3, 4]  # 2 read from the mirror before 3; the late 2 is not repeated
+
+
+async def _records(running: RunningApp, agent: dict[str, Any], session: dict[str, Any]) -> list:
+    records, _ = await running.services.core.events(ACTOR, agent["id"], session["id"], limit=100)
+    return records
+
+
+async def _next_event(reader: SseReader) -> Any:
+    while True:
+        frame = await reader.next()
+        if frame.id is not None:
+            return frame
