@@ -28,6 +28,8 @@ async def test_a_mention_and_three_thread_replies_are_one_session_of_four_turns(
     agent = await harness.bind_agent(channels=("C1",), default=False)
     root = mention("first")
     await harness.send(root)
+    # The ack is durable: when Slack has its 200, the session and the message are stored.
+    assert len(await harness.sessions(agent)) == 1
     for n in range(3):
         reply = channel_message(f"reply {n}", thread_ts=root["ts"])
         status, _ = await harness.send(reply)

@@ -118,10 +118,13 @@ async def test_an_oauth_install_stores_the_team_and_the_bot_answers_there(
             assert await harness.reply("D2", event["ts"]) == "You said: hello team two"
             posting = fake_slack.calls_of("chat.startStream")
             assert {c.token for c in posting} == {team.bot_token}
+            stranger = dm("from a team that never installed", channel="D9")
+            assert (await harness.send(stranger, team_id="T9"))[0] == 200
             mine = dm("my own echo", channel="D2", user="UBOT2")
             await harness.send(mine, team_id="T2", bot_user_id="UBOT2")
             await harness.settle()
             assert fake_slack.thread("D2", mine["ts"]) == []
+            assert fake_slack.thread("D9", stranger["ts"]) == []
     finally:
         await app.stop()
         await app.services.close()
