@@ -88,7 +88,7 @@ async def take_message(
     if msg is None:
         return None
     notes: list[str] = []
-    refs = file_refs(event) if event.get("subtype") == "file_share" else []
+    refs = file_refs(event)
     if refs and deps.clients.session is not None:
         files = await fetch_files(deps.clients.session, context.bot_token, refs)
         notes = files.notes

@@ -6,11 +6,15 @@ import base64
 from urllib.parse import parse_qs, urlparse
 
 import aiohttp
+import pytest
 
 from tests.bot.conftest import SlackHarness, dm, start_slack_app
 from tests.conftest import TestDatabase
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.slack_api import FakeSlack
+
+# slack_sdk's own use of aiohttp.BasicAuth for oauth.v2.access.
+pytestmark = pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
