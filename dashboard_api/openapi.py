@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from dashboard_api import builder
 from dashboard_api import schemas as s
 
 REF = "#/components/schemas/{model}"
@@ -257,6 +258,7 @@ def build_spec() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op)
+    paths.update(builder.openapi_paths())
     paths["/dashboard/openapi.json"] = {
         "get": {
             "operationId": "getOpenApi",

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dashboard_api import agents, openapi, sessions
+from dashboard_api import agents, builder, mcp, openapi, sessions
 from dashboard_api.auth import Authenticator
 from dashboard_api.context import DASHBOARD, Dashboard
 from dashboard_api.errors import Handler, error_middleware
@@ -51,6 +51,8 @@ def register(
     agents.add_routes(app.router)
     sessions.add_routes(app.router)
     openapi.add_routes(app.router)
+    builder.add_routes(app.router)
+    mcp.add_routes(app.router)
 
 
 def _allowed(request: web.Request, origin: str) -> bool:
