@@ -3,8 +3,8 @@
 Frames: `id: <seq>` / `event: <type>` / `data: <event JSON>` for every mirrored event (the same
 JSON as the history pages), and `event: delta` frames *without* an `id:` line for the best-effort
 text fragments of an agent message being written (so they never move a client's Last-Event-ID:
-the final `agent.message` event is the truth). A `: keep-alive` comment goes out after every
-`keepalive` seconds of silence.
+the final `agent.message` event is the truth). A `: keep-alive` comment goes out after
+`keepalive` seconds of silence (checked by the watchdog, so give or take `disconnect_poll`).
 
 The seam between history and live: the watcher subscribes to the live bus *first*, then replays
 the mirror after the client's last id (`Last-Event-ID`, else `?after=`, else 0: everything), then
@@ -49,6 +49,7 @@ SSE_HEADERS = {
 }
 
 _GONE = object()
+_PING = object()
 
 
 def encode_event(record: EventRecord) -> bytes:
@@ -108,26 +109,44 @@ class FrameCache:
 
 
 class Watcher:
-    """One open stream: its request, its current bus subscription and whether it must end."""
+    """One open stream: its response, its current bus subscription, when it last wrote."""
 
     def __init__(self, request: web.Request, subscription: Any) -> None:
         self.request = request
         self.subscription = subscription
+        self.response: web.StreamResponse | None = None
         self.gone = False
+        self.ping_pending = False
+        self.last_write = asyncio.get_running_loop().time()
 
     def disconnected(self) -> bool:
         transport = self.request.transport
         return transport is None or transport.is_closing()
 
-    def end(self) -> None:
-        """Wake the handler so it returns (client gone or server stopping)."""
-        self.gone = True
+    def wake(self, signal: object) -> None:
+        """Hand the handler a signal through its own queue (a full queue means the handler is
+        busy and will look at `gone` or `overflowed` before waiting again)."""
         with contextlib.suppress(asyncio.QueueFull):
-            self.subscription.queue.put_nowait(_GONE)
+            self.subscription.queue.put_nowait(signal)
+
+    def end(self) -> None:
+        """Make the handler return (client gone or server stopping)."""
+        self.gone = True
+        self.wake(_GONE)
+
+    async def write(self, frames: list[bytes], stats: StreamStats) -> None:
+        if frames and self.response is not None:
+            await self.response.write(b"".join(frames))
+            self.last_write = asyncio.get_running_loop().time()
+            stats.frames_written += len(frames)
 
 
 class StreamHub:
-    """All SSE streams of this process."""
+    """All SSE streams of this process.
+
+    Each stream's handler waits on its bus queue without a timer of its own; one watchdog task
+    for all streams notices closed connections and asks quiet streams for a keep-alive comment,
+    so the per-event cost of a watcher is a queue wake-up and a socket write."""
 
     def __init__(
         self,
@@ -140,7 +159,7 @@ class StreamHub:
         self.bus = bus
         self.core = core
         self.keepalive = keepalive
-        self.disconnect_poll = disconnect_poll
+        self.disconnect_poll = min(disconnect_poll, keepalive)
         self.stats = StreamStats()
         self.frames = FrameCache(self.stats)
         self._watchers: set[Watcher] = set()
@@ -165,6 +184,7 @@ class StreamHub:
         except BaseException:
             watcher.subscription.close()
             raise
+        watcher.response = response
         self._add(watcher)
         log.info(
             "stream opened",
@@ -172,7 +192,7 @@ class StreamHub:
         )
         reason = "closed"
         try:
-            await self._follow(watcher, response, actor, agent_id, session_id, after)
+            await self._follow(watcher, actor, agent_id, session_id, after)
         except ConnectionError:
             reason = "client gone"
         except DomainError as exc:  # the session vanished: nothing more to stream
@@ -183,17 +203,13 @@ class StreamHub:
         finally:
             watcher.subscription.close()
             self._watchers.discard(watcher)
+        if watcher.gone and watcher.disconnected():
+            reason = "client gone"
         log.info("stream ended", extra={"session_id": session_id, "reason": reason})
         return response
 
     async def _follow(
-        self,
-        watcher: Watcher,
-        response: web.StreamResponse,
-        actor: Actor,
-        agent_id: str,
-        session_id: str,
-        after: int,
+        self, watcher: Watcher, actor: Actor, agent_id: str, session_id: str, after: int
     ) -> None:
         async def replay(last: int, before: int | None = None) -> int:
             while True:
@@ -202,7 +218,7 @@ class StreamHub:
                 )
                 self.stats.mirror_reads += 1
                 if records:
-                    await self._write(response, [self.frames.record(r) for r in records])
+                    await watcher.write([self.frames.record(r) for r in records], self.stats)
                     last = records[-1].seq
                 if not more:
                     return last
@@ -216,53 +232,49 @@ class StreamHub:
                 log.info("stream caught up after overflow", extra={"session_id": session_id})
                 last = await replay(last)
                 continue
-            items = await self._next_items(watcher, response)
+            items = watcher.subscription.drain()
+            if not items:
+                items.append(await watcher.subscription.queue.get())
+                items.extend(watcher.subscription.drain())
             frames: list[bytes] = []
             for item in items:
                 if item is _GONE:
                     watcher.gone = True
+                elif item is _PING:
+                    watcher.ping_pending = False
+                    frames.append(KEEPALIVE_FRAME)
                 elif isinstance(item, EventRecord):
                     if item.seq <= last:
                         continue
                     if item.seq > last + 1:
-                        await self._write(response, frames)
+                        await watcher.write(frames, self.stats)
                         frames = []
                         last = await replay(last, before=item.seq)
                     frames.append(self.frames.record(item))
                     last = item.seq
                 elif isinstance(item, TextDelta):
                     frames.append(self.frames.delta(item))
-            await self._write(response, frames)
-
-    async def _next_items(self, watcher: Watcher, response: web.StreamResponse) -> list[Any]:
-        """What the bus has for this watcher; waits up to `keepalive` s, then sends a comment."""
-        subscription = watcher.subscription
-        items = subscription.drain()
-        while not items and not watcher.gone:
-            try:
-                items.append(await subscription.get(timeout=self.keepalive))
-            except TimeoutError:
-                await self._write(response, [KEEPALIVE_FRAME])
-                continue
-            items.extend(subscription.drain())
-        return items
-
-    async def _write(self, response: web.StreamResponse, frames: list[bytes]) -> None:
-        if frames:
-            await response.write(b"".join(frames))
-            self.stats.frames_written += len(frames)
+            await watcher.write(frames, self.stats)
 
     def _add(self, watcher: Watcher) -> None:
         self._watchers.add(watcher)
         if self._watchdog is None or self._watchdog.done():
-            self._watchdog = asyncio.create_task(self._watch_disconnects(), name="sse:watchdog")
+            self._watchdog = asyncio.create_task(self._watch(), name="sse:watchdog")
 
-    async def _watch_disconnects(self) -> None:
+    async def _watch(self) -> None:
+        """Every `disconnect_poll` s: end streams whose client left, ping quiet ones."""
+        loop = asyncio.get_running_loop()
         while self._watchers:
             await asyncio.sleep(self.disconnect_poll)
+            now = loop.time()
             for watcher in list(self._watchers):
-                if not watcher.gone and watcher.disconnected():
+                if watcher.gone:
+                    continue
+                if watcher.disconnected():
                     watcher.end()
+                elif now - watcher.last_write >= self.keepalive and not watcher.ping_pending:
+                    watcher.ping_pending = True
+                    watcher.wake(_PING)
 
     async def close(self) -> None:
         """End every stream (server shutdown): clients reconnect elsewhere with Last-Event-ID."""
