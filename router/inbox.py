@@ -84,7 +84,9 @@ async def accept_slack_message(
         )
         if message is None:
             return SlackAcceptance(Taken.DUPLICATE, session_id=row.id)
-        queued = (await sessions_store.queued_counts(s, [row.id]))[row.id]
+        # Behind a running turn (or a fresh row with nothing before it): no count query on the
+        # ack path, the row's status says whether this message waits.
+        queued = 2 if row.status == "running" else 1
     service.runner.kick(row.id)
     return SlackAcceptance(
         Taken.ACCEPTED, session_id=row.id, message_id=message.id, queued=queued, new_session=created

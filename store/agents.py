@@ -140,19 +140,17 @@ async def bind_slack(
 async def resolve_slack_agent(
     db: DbSession, *, team_id: str, channel_id: str | None
 ) -> DeployedAgent | None:
-    """A channel binding wins over the team's default; DMs (channel None) get the default."""
+    """A channel binding wins over the team's default; DMs (channel None) get the default.
+    One statement: both candidates, the channel binding ordered first."""
+    match = SlackBinding.is_team_default.is_(True)
     if channel_id is not None:
-        agent = await db.scalar(
-            select(DeployedAgent)
-            .join(SlackBinding, SlackBinding.deployed_agent_id == DeployedAgent.id)
-            .where(SlackBinding.team_id == team_id, SlackBinding.channel_id == channel_id)
-        )
-        if agent is not None:
-            return agent
+        match = or_(SlackBinding.channel_id == channel_id, match)
     return await db.scalar(
         select(DeployedAgent)
         .join(SlackBinding, SlackBinding.deployed_agent_id == DeployedAgent.id)
-        .where(SlackBinding.team_id == team_id, SlackBinding.is_team_default.is_(True))
+        .where(SlackBinding.team_id == team_id, match)
+        .order_by(SlackBinding.is_team_default.asc())
+        .limit(1)
     )
 
 

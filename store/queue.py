@@ -51,7 +51,17 @@ async def enqueue(
     inserted = await db.scalar(stmt.returning(SessionInbox.id))
     if inserted is None:
         return None
-    return await db.get(SessionInbox, message_id)
+    return SessionInbox(
+        id=message_id,
+        session_id=session_id,
+        position=position,
+        state="queued",
+        text=text,
+        content=content or [],
+        author=author,
+        dedupe_key=dedupe_key,
+        slack_ts=slack_ts,
+    )
 
 
 async def next_queued(db: DbSession, session_id: str) -> SessionInbox | None:

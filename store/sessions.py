@@ -68,33 +68,35 @@ async def get_or_create_slack_session(
     index decides, `ON CONFLICT DO NOTHING`, then read the winner)."""
     key = conversation_key(team_id, channel_id, thread_ts)
     now = utcnow()
-    new_session_id = new_id("sess")
+    values = dict(
+        id=new_id("sess"),
+        workspace_id=workspace_id,
+        deployed_agent_id=deployed_agent_id,
+        status="idle",
+        source=source,
+        title=title,
+        created_by=created_by,
+        slack_team_id=team_id,
+        slack_channel_id=channel_id,
+        slack_thread_ts=thread_ts,
+        slack_conversation_key=key,
+        last_event_seq=0,
+        inbox_seq=0,
+        turn_count=0,
+        created_at=now,
+        updated_at=now,
+    )
     inserted = await db.scalar(
         insert_for(db, AgentSession)
-        .values(
-            id=new_session_id,
-            workspace_id=workspace_id,
-            deployed_agent_id=deployed_agent_id,
-            status="idle",
-            source=source,
-            title=title,
-            created_by=created_by,
-            slack_team_id=team_id,
-            slack_channel_id=channel_id,
-            slack_thread_ts=thread_ts,
-            slack_conversation_key=key,
-            last_event_seq=0,
-            inbox_seq=0,
-            turn_count=0,
-            created_at=now,
-            updated_at=now,
-        )
+        .values(**values)
         .on_conflict_do_nothing(
             index_elements=["deployed_agent_id", "slack_conversation_key"],
             index_where=text("slack_conversation_key IS NOT NULL"),
         )
         .returning(AgentSession.id)
     )
+    if inserted is not None:  # ours: no need to read back what we just wrote
+        return AgentSession(**values), True
     row = await db.scalar(
         select(AgentSession)
         .where(
@@ -103,8 +105,8 @@ async def get_or_create_slack_session(
         )
         .execution_options(populate_existing=True)
     )
-    assert row is not None  # inserted now or by the racer that won
-    return row, inserted is not None
+    assert row is not None  # inserted by the racer that won
+    return row, False
 
 
 async def find_slack_session(
