@@ -47,7 +47,7 @@ async def decide_from_click(
         decision = await approvals.decide(
             core.db,
             core.runtime,
-            workspace_id=None,  # type: ignore[arg-type]  # the card's id names the session
+            workspace_id=request.workspace_id,
             session_id=request.session_id,
             tool_use_id=request.tool_use_id,
             allow=allow,

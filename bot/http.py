@@ -26,6 +26,7 @@ from bot.clients import SlackClients
 from bot.listeners import SlackEdgeDeps, register_listeners
 from bot.oauth import INSTALL_PATH, REDIRECT_PATH, build_oauth, slack_env_hidden
 from bot.outbox import SlackOutbox
+from router.types import SlackThread
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class SlackEdge:
             )
             self.clients.installation_store = self.oauth.installation_store
         self.outbox = SlackOutbox(self.clients)
+        self.core = services.core
+        self.outbox.on_thread_opened = self._thread_opened
         self.bolt: AsyncApp | None = None
         self.missing: str | None = None
         if not self.signing_secret:
@@ -116,6 +119,14 @@ class SlackEdge:
         deps = SlackEdgeDeps(core=services.core, outbox=self.outbox, clients=self.clients)
         register_listeners(bolt, deps, oauth=self.oauth is not None)
         return bolt
+
+    async def _thread_opened(self, session_id: str, thread: SlackThread) -> None:
+        await self.core.attach_slack_thread(
+            session_id,
+            team_id=thread.team_id,
+            channel_id=thread.channel_id,
+            thread_ts=thread.thread_ts,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 

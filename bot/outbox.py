@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,27 +164,32 @@ class SlackOutbox:
         self._marked: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._noticed: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._open_streams: Counter[str] = Counter()
+        # Called with (session_id, thread) when a scheduled run opens its thread in a channel.
+        self.on_thread_opened: Callable[[str, SlackThread], Awaitable[None]] | None = None
 
     # -- TurnObserver (synchronous, never blocks) -----------------------------------------------
 
     def turn_started(self, ctx: TurnContext) -> None:
-        if ctx.slack is None:
+        thread = _thread_of(ctx)
+        if thread is None:
             return
         self._busy.add(ctx.session_id)
-        self._enqueue(ctx.slack, _Job("started", ctx=ctx))
+        self._enqueue(thread, _Job("started", ctx=ctx))
 
     def turn_item(self, ctx: TurnContext, item: EventRecord | TextDelta) -> None:
-        if ctx.slack is None:
+        thread = _thread_of(ctx)
+        if thread is None:
             return
         if isinstance(item, EventRecord) and item.type not in _DELIVERED:
             return
-        self._enqueue(ctx.slack, _Job("item", ctx=ctx, item=item))
+        self._enqueue(thread, _Job("item", ctx=ctx, item=item))
 
     def turn_ended(self, ctx: TurnContext, outcome: str) -> None:
-        if ctx.slack is None:
+        thread = _thread_of(ctx)
+        if thread is None:
             return
         self._busy.discard(ctx.session_id)
-        self._enqueue(ctx.slack, _Job("ended", ctx=ctx, text=outcome))
+        self._enqueue(thread, _Job("ended", ctx=ctx, text=outcome))
 
     # -- from the listeners ---------------------------------------------------------------------
 
@@ -306,6 +311,8 @@ class SlackOutbox:
         lane.turn = ctx
         lane.replies = {}
         lane.posted = False
+        if lane.thread.thread_ts.startswith(PENDING_THREAD):
+            await self._open_channel_thread(lane, ctx)
         self._side(lane, "assistant_threads_setStatus", status=THINKING)
         marked = (lane.thread.channel_id, ctx.slack_message_ts or "")
         if marked in self._marked:
@@ -457,6 +464,27 @@ class SlackOutbox:
         for part in parts[len(reply.parts) :]:
             await self._post(lane, part)
 
+    async def _open_channel_thread(self, lane: _Lane, ctx: Any) -> None:
+        """A schedule's session names a channel: its answer starts a new message there, and that
+        message's thread is the session's from now on (replies in it continue the session)."""
+        client = await self.clients.client_for(lane.thread.team_id)
+        if client is None:
+            return
+        try:
+            answer = await client.chat_postMessage(
+                channel=lane.thread.channel_id,
+                text=f"Scheduled run of *{ctx.agent_name}*: {ctx.message_text[:300]}",
+            )
+        except SLACK_ERRORS as exc:
+            log.warning(
+                "scheduled run could not open its thread",
+                extra={**self._log_extra(lane), "error": _describe(exc)},
+            )
+            return
+        lane.thread = SlackThread(lane.thread.team_id, lane.thread.channel_id, answer["ts"])
+        if self.on_thread_opened is not None:
+            await self.on_thread_opened(ctx.session_id, lane.thread)
+
     async def _post(self, lane: _Lane, text: str, *, markdown: bool = True) -> None:
         """Post `text` in the thread, as as many messages as it takes."""
         for part in split_all(text, self.max_message_chars):
@@ -507,6 +535,21 @@ class SlackOutbox:
             "session_id": lane.turn.session_id if lane.turn else None,
             "conversation_key": lane.thread.conversation_key,
         }
+
+
+PENDING_THREAD = "pending:"
+
+
+def _thread_of(ctx: TurnContext) -> SlackThread | None:
+    """The thread a turn's replies go to; a scheduled run bound to a channel gets a placeholder
+    until its first message opens the real thread."""
+    if ctx.slack is not None:
+        return ctx.slack
+    target = ctx.extra.get("slack_post_channel")
+    if target:
+        team_id, channel_id = target
+        return SlackThread(team_id, channel_id, f"{PENDING_THREAD}{ctx.session_id}")
+    return None
 
 
 async def _quiet(coro: Coroutine[Any, Any, Any]) -> None:

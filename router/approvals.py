@@ -29,6 +29,7 @@ class ApprovalDecision:
 @dataclass(frozen=True, slots=True)
 class ApprovalRequest:
     id: str
+    workspace_id: str
     session_id: str
     tool_use_id: str
     tool_name: str
@@ -53,14 +54,14 @@ async def request_approval(
         row = await approvals_store.get(s, session_id, tool_use_id)
     if not created:
         return None
-    return ApprovalRequest(row.id, session_id, tool_use_id, name, tool_input)
+    return ApprovalRequest(row.id, workspace_id, session_id, tool_use_id, name, tool_input)
 
 
 async def decide(
     db: Any,
     runtime: Any,
     *,
-    workspace_id: str,
+    workspace_id: str | None,
     session_id: str,
     tool_use_id: str,
     allow: bool,
@@ -110,4 +111,6 @@ async def find_request(db: Any, approval_id: str) -> ApprovalRequest | None:
         row = await approvals_store.get_by_id(s, approval_id)
     if row is None:
         return None
-    return ApprovalRequest(row.id, row.session_id, row.tool_use_id, row.tool_name, row.tool_input)
+    return ApprovalRequest(
+        row.id, row.workspace_id, row.session_id, row.tool_use_id, row.tool_name, row.tool_input
+    )
