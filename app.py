@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     # Operational knobs beyond the contract (documented in .env.example).
     db_pool_size: int = Field(default=10, ge=1, le=200)
     turn_timeout_seconds: float = Field(default=600.0, gt=0)
+    # A turn's claim on its session lasts this long unless renewed (every third of it): after a
+    # crash, another replica takes the session over once the lease has run out.
+    turn_lease_seconds: float = Field(default=30.0, gt=0)
+    # How often each process looks for orphaned work (expired leases, messages never kicked).
+    recover_every_seconds: float = Field(default=5.0, gt=0)
     dashboard_origin: str | None = None
     public_url: str | None = None
     log_level: str = "INFO"
@@ -289,7 +294,11 @@ async def serve(settings: Settings, services: Services | None = None) -> None:
 
     from aiohttp import web
 
-    services = services or await build(settings)
+    services = services or await build(
+        settings,
+        lease_seconds=settings.turn_lease_seconds,
+        recover_every=settings.recover_every_seconds,
+    )
     for line in settings.missing_features():
         log.warning("not configured", extra={"detail": line})
     app = build_web_app(services)
