@@ -230,10 +230,17 @@ async def test_reinstalling_backfills_events_mirrored_before(database):
     sid = await _session(database, agent)
     async with database.engine.begin() as conn:
         await conn.run_sync(search.uninstall)
-    await _append(database, sid, [_message("agent.message", "an older flamingo", 1)])
+    await _append(
+        database,
+        sid,
+        [
+            _message("agent.message", "an older flamingo", 1),
+            _message("agent.message", "a NUL\x00 flamingo", 2),
+        ],
+    )
     async with database.engine.begin() as conn:
         await conn.run_sync(search.install)
-    assert [h.seq for h in await _search(database, agent, "flamingo")] == [1]
+    assert 1 in [h.seq for h in await _search(database, agent, "flamingo")]
 
 
 @pytest.mark.parametrize(
