@@ -6,18 +6,21 @@ text fragments of an agent message being written (so they never move a client's 
 the final `agent.message` event is the truth). A `: keep-alive` comment goes out after
 `keepalive` seconds of silence (checked by the watchdog, so give or take `disconnect_poll`).
 
-The seam between history and live: the watcher subscribes to the live bus *first*, then replays
-the mirror after the client's last id (`Last-Event-ID`, else `?after=`, else 0: everything), then
-forwards live events whose seq is above the last one sent. The turn runner publishes only after
-the mirror committed, so an event is either in the replay or still to come on the bus: no gap and
-no duplicate. A live seq beyond last+1 is filled from the mirror first; a subscription the bus
-marked `overflowed` (a slow client) is replaced and caught up from the mirror.
+One read, many writes: each session watched in this process has one `SessionFeed`, the only bus
+subscriber for it here. The feed encodes each event once (`FrameCache`) and writes the frame to
+every watcher that is live, in one pass, without waking a task per watcher and without a
+database query. A watcher that is not live (still replaying, behind, or slow) gets the items
+queued for its own handler task instead, which writes them with proper flow control.
 
-One read, many writes: the bus hands the same record object to every watcher and `FrameCache`
-encodes each `(session, seq)` once, so per live event the work per extra watcher is one queue put
-and one socket write, never a database query or a JSON encoding. A client that goes away is
-noticed by a single watchdog for all streams (it polls the transports, aiohttp does not cancel
-handlers on disconnect) and its subscription is dropped at once.
+The seam between history and live: the feed is subscribed *before* a new watcher replays the
+mirror after the client's last id (`Last-Event-ID`, else `?after=`, else 0: everything); what the
+feed sees meanwhile is queued for the watcher; the handler writes the queue (events above the
+last seq it sent) and turns live in the same step. The turn runner publishes only after the
+mirror committed, so an event is either in the replay or still to come: no gap and no duplicate.
+A live seq beyond last+1 is filled from the mirror by the watcher's handler; a feed whose bus
+subscription overflowed resubscribes and every watcher catches up from the mirror. A client that
+goes away is noticed by one watchdog for all streams (it polls the transports: aiohttp does not
+cancel handlers on disconnect) and is dropped at once.
 """
 
 from __future__ import annotations
@@ -41,15 +44,16 @@ log = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0
 DISCONNECT_POLL_SECONDS = 0.25
 REPLAY_PAGE = 500
+# A watcher whose socket holds more than this unsent is written by its own task (which waits for
+# the client) rather than by the feed (which must never wait for one client).
+PUSH_BUFFER_LIMIT = 32 * 1024
+MAX_PENDING = 10_000
 KEEPALIVE_FRAME = b": keep-alive\n\n"
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
 }
-
-_GONE = object()
-_PING = object()
 
 
 def encode_event(record: EventRecord) -> bytes:
@@ -109,44 +113,135 @@ class FrameCache:
 
 
 class Watcher:
-    """One open stream: its response, its current bus subscription, when it last wrote."""
+    """One open stream. `live`: the feed writes to it directly; otherwise its handler catches up
+    (from the mirror when `resync`, then from `pending`) and turns live again."""
 
-    def __init__(self, request: web.Request, subscription: Any) -> None:
+    def __init__(self, request: web.Request, response: web.StreamResponse, last: int) -> None:
         self.request = request
-        self.subscription = subscription
-        self.response: web.StreamResponse | None = None
+        self.response = response
+        self.last = last  # the highest seq written to this client
+        self.live = False
+        self.resync = True
+        self.pending: list[Any] = []
         self.gone = False
-        self.ping_pending = False
+        self.changed = asyncio.Event()
         self.last_write = asyncio.get_running_loop().time()
 
     def disconnected(self) -> bool:
         transport = self.request.transport
         return transport is None or transport.is_closing()
 
-    def wake(self, signal: object) -> None:
-        """Hand the handler a signal through its own queue (a full queue means the handler is
-        busy and will look at `gone` or `overflowed` before waiting again)."""
-        with contextlib.suppress(asyncio.QueueFull):
-            self.subscription.queue.put_nowait(signal)
-
     def end(self) -> None:
         """Make the handler return (client gone or server stopping)."""
         self.gone = True
-        self.wake(_GONE)
+        self.live = False
+        self.changed.set()
+
+    def hold(self, item: Any = None, *, resync: bool = False) -> None:
+        """Stop live writes; the handler takes over (with `item` first in its queue)."""
+        self.live = False
+        if item is not None:
+            self.queue(item)
+        if resync:
+            self.resync = True
+        self.changed.set()
+
+    def queue(self, item: Any) -> None:
+        self.pending.append(item)
+        if len(self.pending) > MAX_PENDING:  # too far behind: read the mirror again instead
+            self.pending.clear()
+            self.resync = True
 
     async def write(self, frames: list[bytes], stats: StreamStats) -> None:
-        if frames and self.response is not None:
+        """The handler's own writes: they wait for a slow client, the feed's never do."""
+        if frames:
             await self.response.write(b"".join(frames))
             self.last_write = asyncio.get_running_loop().time()
             stats.frames_written += len(frames)
 
+    async def push(self, frame: bytes, item: Any, stats: StreamStats) -> None:
+        """A write by the feed or the watchdog: only when it cannot wait on this client."""
+        transport = self.request.transport
+        if transport is None or transport.is_closing():
+            self.end()
+            return
+        if transport.get_write_buffer_size() + len(frame) > PUSH_BUFFER_LIMIT:
+            if item is not None:  # a keep-alive for a busy socket is simply not needed
+                self.hold(item)
+            return
+        try:
+            await self.response.write(frame)
+        except ConnectionError:
+            self.end()
+            return
+        self.last_write = asyncio.get_running_loop().time()
+        stats.frames_written += 1
+        if isinstance(item, EventRecord):
+            self.last = item.seq
+
+
+class SessionFeed:
+    """The one bus subscription of a session in this process, fanned out to its watchers."""
+
+    def __init__(self, hub: StreamHub, session_id: str) -> None:
+        self.hub = hub
+        self.session_id = session_id
+        self.subscription = hub.bus.subscribe(session_id)
+        self.watchers: set[Watcher] = set()
+        self.task = asyncio.create_task(self._run(), name=f"sse:{session_id}")
+
+    async def _run(self) -> None:
+        while True:
+            if self.subscription.overflowed:
+                self._resubscribe()
+                continue
+            items = self.subscription.drain()
+            if not items:
+                items.append(await self.subscription.queue.get())
+                items.extend(self.subscription.drain())
+            for item in items:
+                try:
+                    await self._forward(item)
+                except Exception:  # never let one bad item stop the session's live tail
+                    log.exception("stream feed failed", extra={"session_id": self.session_id})
+                    for watcher in self.watchers:
+                        watcher.hold(resync=True)
+
+    def _resubscribe(self) -> None:
+        fresh = self.hub.bus.subscribe(self.session_id)
+        self.subscription.close()
+        self.subscription = fresh
+        log.info("stream feed caught up after overflow", extra={"session_id": self.session_id})
+        for watcher in self.watchers:
+            watcher.hold(resync=True)
+
+    async def _forward(self, item: Any) -> None:
+        frames = self.hub.frames
+        if isinstance(item, EventRecord):
+            frame, seq = frames.record(item), item.seq
+        elif isinstance(item, TextDelta):
+            frame, seq = frames.delta(item), None
+        else:
+            return
+        stats = self.hub.stats
+        for watcher in list(self.watchers):
+            if not watcher.live:
+                if not watcher.gone:
+                    watcher.queue(item)
+            elif seq is None:
+                await watcher.push(frame, item, stats)
+            elif seq > watcher.last + 1:
+                watcher.hold(item)  # a gap: its handler fills it from the mirror
+            elif seq == watcher.last + 1:
+                await watcher.push(frame, item, stats)
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.subscription.close()
+
 
 class StreamHub:
-    """All SSE streams of this process.
-
-    Each stream's handler waits on its bus queue without a timer of its own; one watchdog task
-    for all streams notices closed connections and asks quiet streams for a keep-alive comment,
-    so the per-event cost of a watcher is a queue wake-up and a socket write."""
+    """All SSE streams of this process: a feed per watched session, one watchdog."""
 
     def __init__(
         self,
@@ -162,6 +257,7 @@ class StreamHub:
         self.disconnect_poll = min(disconnect_poll, keepalive)
         self.stats = StreamStats()
         self.frames = FrameCache(self.stats)
+        self._feeds: dict[str, SessionFeed] = {}
         self._watchers: set[Watcher] = set()
         self._watchdog: asyncio.Task[None] | None = None
         self._closing = False
@@ -175,16 +271,13 @@ class StreamHub:
     ) -> web.StreamResponse:
         if self._closing:
             raise web.HTTPServiceUnavailable()
-        watcher = Watcher(request, self.bus.subscribe(session_id))
-        try:
-            # Authorised before the headers go out, so a foreign session is a plain JSON 404.
-            await self.core.check_session(actor, agent_id, session_id)
-            response = web.StreamResponse(headers=SSE_HEADERS)
-            await response.prepare(request)
-        except BaseException:
-            watcher.subscription.close()
-            raise
-        watcher.response = response
+        # Authorised before the headers go out, so a foreign session is a plain JSON 404.
+        await self.core.check_session(actor, agent_id, session_id)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        feed = self._feeds.get(session_id) or self._open_feed(session_id)
+        watcher = Watcher(request, response, after)
+        feed.watchers.add(watcher)  # subscribed before the replay reads the mirror
         self._add(watcher)
         log.info(
             "stream opened",
@@ -192,7 +285,7 @@ class StreamHub:
         )
         reason = "closed"
         try:
-            await self._follow(watcher, actor, agent_id, session_id, after)
+            await self._follow(watcher, actor, agent_id, session_id)
         except ConnectionError:
             reason = "client gone"
         except DomainError as exc:  # the session vanished: nothing more to stream
@@ -201,60 +294,69 @@ class StreamHub:
             log.exception("stream failed", extra={"session_id": session_id})
             reason = "error"
         finally:
-            watcher.subscription.close()
+            watcher.end()
             self._watchers.discard(watcher)
-        if watcher.gone and watcher.disconnected():
+            feed.watchers.discard(watcher)
+            if not feed.watchers and self._feeds.get(session_id) is feed:
+                del self._feeds[session_id]
+                feed.close()
+        if watcher.disconnected():
             reason = "client gone"
         log.info("stream ended", extra={"session_id": session_id, "reason": reason})
         return response
 
-    async def _follow(
-        self, watcher: Watcher, actor: Actor, agent_id: str, session_id: str, after: int
-    ) -> None:
-        async def replay(last: int, before: int | None = None) -> int:
+    def _open_feed(self, session_id: str) -> SessionFeed:
+        feed = SessionFeed(self, session_id)
+        self._feeds[session_id] = feed
+        return feed
+
+    async def _follow(self, watcher: Watcher, actor: Actor, agent_id: str, session_id: str) -> None:
+        async def replay(before: int | None = None) -> None:
             while True:
                 records, more = await self.core.events(
-                    actor, agent_id, session_id, limit=REPLAY_PAGE, after=last, before=before
+                    actor,
+                    agent_id,
+                    session_id,
+                    limit=REPLAY_PAGE,
+                    after=watcher.last,
+                    before=before,
                 )
                 self.stats.mirror_reads += 1
                 if records:
                     await watcher.write([self.frames.record(r) for r in records], self.stats)
-                    last = records[-1].seq
+                    watcher.last = records[-1].seq
                 if not more:
-                    return last
+                    return
 
-        last = await replay(after)
         while not watcher.gone:
-            if watcher.subscription.overflowed:
-                fresh = self.bus.subscribe(session_id)
-                watcher.subscription.close()
-                watcher.subscription = fresh
-                log.info("stream caught up after overflow", extra={"session_id": session_id})
-                last = await replay(last)
-                continue
-            items = watcher.subscription.drain()
-            if not items:
-                items.append(await watcher.subscription.queue.get())
-                items.extend(watcher.subscription.drain())
-            frames: list[bytes] = []
-            for item in items:
-                if item is _GONE:
-                    watcher.gone = True
-                elif item is _PING:
-                    watcher.ping_pending = False
-                    frames.append(KEEPALIVE_FRAME)
-                elif isinstance(item, EventRecord):
-                    if item.seq <= last:
-                        continue
-                    if item.seq > last + 1:
-                        await watcher.write(frames, self.stats)
-                        frames = []
-                        last = await replay(last, before=item.seq)
-                    frames.append(self.frames.record(item))
-                    last = item.seq
-                elif isinstance(item, TextDelta):
-                    frames.append(self.frames.delta(item))
-            await watcher.write(frames, self.stats)
+            if watcher.live:
+                watcher.changed.clear()
+                await watcher.changed.wait()
+            elif watcher.resync:
+                watcher.resync = False
+                watcher.pending.clear()
+                await replay()
+            elif watcher.pending:
+                items, watcher.pending = watcher.pending, []
+                await self._write_items(watcher, items, replay)
+            else:
+                watcher.live = True  # no await since the queue was seen empty: no gap
+
+    async def _write_items(self, watcher: Watcher, items: list[Any], replay: Any) -> None:
+        frames: list[bytes] = []
+        for item in items:
+            if isinstance(item, EventRecord):
+                if item.seq <= watcher.last:
+                    continue
+                if item.seq > watcher.last + 1:
+                    await watcher.write(frames, self.stats)
+                    frames = []
+                    await replay(before=item.seq)
+                frames.append(self.frames.record(item))
+                watcher.last = item.seq
+            elif isinstance(item, TextDelta):
+                frames.append(self.frames.delta(item))
+        await watcher.write(frames, self.stats)
 
     def _add(self, watcher: Watcher) -> None:
         self._watchers.add(watcher)
@@ -262,7 +364,7 @@ class StreamHub:
             self._watchdog = asyncio.create_task(self._watch(), name="sse:watchdog")
 
     async def _watch(self) -> None:
-        """Every `disconnect_poll` s: end streams whose client left, ping quiet ones."""
+        """Every `disconnect_poll` s: end streams whose client left, keep quiet ones alive."""
         loop = asyncio.get_running_loop()
         while self._watchers:
             await asyncio.sleep(self.disconnect_poll)
@@ -272,15 +374,17 @@ class StreamHub:
                     continue
                 if watcher.disconnected():
                     watcher.end()
-                elif now - watcher.last_write >= self.keepalive and not watcher.ping_pending:
-                    watcher.ping_pending = True
-                    watcher.wake(_PING)
+                elif watcher.live and now - watcher.last_write >= self.keepalive:
+                    await watcher.push(KEEPALIVE_FRAME, None, self.stats)
 
     async def close(self) -> None:
         """End every stream (server shutdown): clients reconnect elsewhere with Last-Event-ID."""
         self._closing = True
         for watcher in list(self._watchers):
             watcher.end()
+        for feed in list(self._feeds.values()):
+            feed.close()
+        self._feeds.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
