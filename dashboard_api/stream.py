@@ -76,6 +76,7 @@ class StreamStats:
     encoded: int = 0
     mirror_reads: int = 0
     frames_written: int = 0
+    slow_handovers: int = 0  # live writes handed to a watcher's own task (socket backed up)
 
 
 class FrameCache:
@@ -167,6 +168,7 @@ class Watcher:
             return
         if transport.get_write_buffer_size() + len(frame) > PUSH_BUFFER_LIMIT:
             if item is not None:  # a keep-alive for a busy socket is simply not needed
+                stats.slow_handovers += 1
                 self.hold(item)
             return
         try:

@@ -284,3 +284,31 @@ async def _next_event(reader: SseReader) -> Any:
         frame = await reader.next()
         if frame.id is not None:
             return frame
+
+
+async def test_a_watcher_whose_socket_backs_up_gets_everything_once_in_order(
+    api: Api, running: RunningApp
+) -> None:
+    agent = await api.agent()
+    session = await api.session(agent["id"])
+    path = base(agent["id"], session["id"])
+    bus = LiveBus()
+    async with side_app(dataclasses.replace(running.services, bus=bus)) as (url, hub):
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {api.token}"}
+            async with http.get(url + path + "/stream", headers=headers) as response:
+                await eventually(lambda: hub.stats.mirror_reads == 1)
+                big = "x" * 40_000  # more than a live write may leave unsent on one socket
+                for i in range(30):
+                    await append_app_event(
+                        running.services.runner, session["id"], "app.note", {"i": i, "pad": big}
+                    )
+                    records = await _records(running, agent, session)
+                    bus.publish(session["id"], records[-1:])
+                reader = SseReader(response)  # only now does the client read anything
+                seqs = [int((await _next_event(reader)).id) for _ in range(30)]
+                await _app_events(running, session["id"], 1)
+                bus.publish(session["id"], (await _records(running, agent, session))[-1:])
+                seqs.append(int((await _next_event(reader)).id))
+    assert seqs == list(range(1, 32))
+    assert hub.stats.slow_handovers >= 1
