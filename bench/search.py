@@ -301,31 +301,24 @@ async def run_searches(engine: AsyncEngine, mirror: Mirror, terms: list[str]) ->
 
 
 async def explain(engine: AsyncEngine, mirror: Mirror, seed: int) -> None:
-    """Print the plans of a rare, a medium and a common search (stderr)."""
+    """Print the plans of the real search statement for a rare, a medium and a common term."""
     words = vocabulary(random.Random(seed))
     picks = (("rare", 10_000), ("medium", 1_000), ("common", len(FUNCTION_WORDS) + 5))
+    sqlite = engine.dialect.name == "sqlite"
     async with engine.connect() as conn:
-        for label, query in ((label, words[rank]) for label, rank in picks):
-            parsed = search.parse_query(query)
-            if engine.dialect.name == "sqlite":
-                match = search.fts5_match(parsed, mirror.main_agent)
-                sql = (
-                    f"EXPLAIN QUERY PLAN SELECT rowid, bm25({search.FTS_TABLE}, 1.0, 0.0)"
-                    f" FROM {search.FTS_TABLE} WHERE {search.FTS_TABLE} MATCH ?"
-                    " ORDER BY rowid DESC LIMIT 1000"
-                )
-                rows = await conn.exec_driver_sql(sql, (match,))
-                plan_lines = [str(r[-1]) for r in rows]
-            else:
-                tsquery, values = search._pg_tsquery(parsed)
-                sql = (
-                    "EXPLAIN (ANALYZE, COSTS OFF) SELECT x.event_id FROM session_event_search x"
-                    f" WHERE x.agent_id = :agent AND x.document @@ ({tsquery})"
-                    " ORDER BY x.event_id DESC LIMIT 1000"
-                )
-                rows = await conn.execute(text(sql), {**values, "agent": mirror.main_agent})
-                plan_lines = [r[0] for r in rows]
-            log(f"plan ({label}: {query!r}):\n    " + "\n    ".join(plan_lines))
+        for label, rank in picks:
+            statement, params = search.search_statement(
+                engine.dialect.name,
+                workspace_id=mirror.main_workspace,
+                agent_id=mirror.main_agent,
+                terms=search.parse_query(words[rank]),
+                limit=20,
+                window=search.DEFAULT_WINDOW,
+            )
+            prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN (ANALYZE, COSTS OFF) "
+            rows = await conn.execute(text(prefix + str(statement)), params)
+            lines = [str(r[-1]) if sqlite else r[0] for r in rows]
+            log(f"plan ({label}: {words[rank]!r}):\n    " + "\n    ".join(lines))
 
 
 async def bench_one(kind: str, args: argparse.Namespace) -> str:

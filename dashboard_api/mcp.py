@@ -12,7 +12,10 @@ the process for five read-only tools. What the tools need from the protocol is s
 Failures follow the spec: a malformed message is a JSON-RPC error (-32700 parse, -32600 invalid
 request, -32601 unknown method, -32602 unknown tool); a tool call that fails on its input or
 finds nothing is a result with `isError: true` and the reason as text, so a model can correct
-itself. Without a valid token the answer is the dashboard's 401 `{"error": ...}`.
+itself. Without a valid token the answer is the dashboard's 401 `{"error": ...}`. A request
+carrying an `Origin` other than the dashboard's is refused with 403 (the spec's guard against DNS
+rebinding); clients outside browsers send none. Nothing in the dashboard middlewares needs
+bypassing: the error middleware gives /mcp the same JSON errors.
 """
 
 from __future__ import annotations
@@ -135,6 +138,19 @@ async def _handle(request: web.Request, actor: Actor, message: Any) -> dict[str,
     return {"jsonrpc": "2.0", "id": message_id, "result": result}
 
 
+def _post(allowed_origin: str | None) -> Any:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.rstrip("/") != allowed_origin:
+            # The spec's guard against DNS rebinding: only the dashboard's own pages may call.
+            return web.json_response(
+                _error(None, INVALID_REQUEST, f"origin {origin!r} is not allowed"), status=403
+            )
+        return await post(request)
+
+    return handle
+
+
 async def post(request: web.Request) -> web.StreamResponse:
     _dashboard, actor = await caller(request)
     version = request.headers.get("MCP-Protocol-Version")
@@ -158,6 +174,7 @@ async def post(request: web.Request) -> web.StreamResponse:
     return web.json_response(reply)
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Only POST: aiohttp answers GET and DELETE with 405 (no stream, no session to end)."""
-    router.add_post(PATH, post)
+def add_routes(router: web.UrlDispatcher, *, allowed_origin: str | None = None) -> None:
+    """Only POST: aiohttp answers GET and DELETE with 405 (no stream, no session to end). A
+    request with an `Origin` header is taken only from `allowed_origin` (the dashboard's)."""
+    router.add_post(PATH, _post(allowed_origin.rstrip("/") if allowed_origin else None))

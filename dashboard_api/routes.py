@@ -52,7 +52,7 @@ def register(
     sessions.add_routes(app.router)
     openapi.add_routes(app.router)
     builder.add_routes(app.router)
-    mcp.add_routes(app.router)
+    mcp.add_routes(app.router, allowed_origin=origin)
 
 
 def _allowed(request: web.Request, origin: str) -> bool:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, TextualSelect, bindparam, text
 
 from store.db import DbSession, is_sqlite
 from store.models import UTCDateTime
@@ -46,6 +46,9 @@ SNIPPET_START = "**"
 SNIPPET_END = "**"
 SNIPPET_ELLIPSIS = "…"
 SNIPPET_TOKENS = 24
+# ts_headline parses the whole text (about 0.25 ms per 1,000 characters): a match past this far
+# into a very long message gets the message's start as its snippet.
+HEADLINE_CHARS = 20_000
 
 FTS_TABLE = "session_events_fts"
 PG_TABLE = "session_event_search"
@@ -258,10 +261,19 @@ async def search_events(
 ) -> list[SearchHit]:
     """The best `limit` messages of the agent's sessions (in that workspace) matching `terms`,
     ranked among its `window` most recent matches; ties go to the newer event."""
-    if is_sqlite(db):
-        rows = await _search_sqlite(db, workspace_id, agent_id, terms, limit, window)
-    else:
-        rows = await _search_postgres(db, workspace_id, agent_id, terms, limit, window)
+    dialect = "sqlite" if is_sqlite(db) else "postgresql"
+    statement, params = search_statement(
+        dialect,
+        workspace_id=workspace_id,
+        agent_id=agent_id,
+        terms=terms,
+        limit=limit,
+        window=window,
+    )
+    if dialect == "postgresql":
+        # A prepared statement's generic plan would not know the terms: plan each search anew.
+        await db.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    rows = await db.execute(statement, params)
     return [
         SearchHit(
             event_id=r.event_id,
@@ -274,6 +286,40 @@ async def search_events(
         )
         for r in rows
     ]
+
+
+def search_statement(
+    dialect: str,
+    *,
+    workspace_id: str,
+    agent_id: str,
+    terms: SearchTerms,
+    limit: int,
+    window: int,
+) -> tuple[TextualSelect, dict[str, Any]]:
+    """The search's SQL and its parameters (`bench/search.py` EXPLAINs this same statement)."""
+    params: dict[str, Any] = {
+        "agent_id": agent_id,
+        "workspace_id": workspace_id,
+        "window": window,
+        "limit": limit,
+    }
+    if dialect == "sqlite":
+        return _SQLITE_SEARCH, {
+            **params,
+            "match": fts5_match(terms, agent_id),
+            "start": SNIPPET_START,
+            "end": SNIPPET_END,
+            "ellipsis": SNIPPET_ELLIPSIS,
+            "tokens": SNIPPET_TOKENS // 2,
+        }
+    statement, values = _postgres_statement(terms)
+    return statement, {
+        **params,
+        **values,
+        "agent_lexeme": _tsquery_literal(AGENT_LEXEME_PREFIX + agent_id),
+        "options": _HEADLINE_OPTIONS,
+    }
 
 
 _COLUMNS = {"created_at": UTCDateTime()}
@@ -295,31 +341,6 @@ _SQLITE_SEARCH = text(
     WHERE s.deployed_agent_id = :agent_id AND s.workspace_id = :workspace_id
     ORDER BY best.bm25, e.id DESC"""
 ).columns(**_COLUMNS)
-
-
-async def _search_sqlite(
-    db: DbSession,
-    workspace_id: str,
-    agent_id: str,
-    terms: SearchTerms,
-    limit: int,
-    window: int,
-) -> list[Any]:
-    result = await db.execute(
-        _SQLITE_SEARCH,
-        {
-            "match": fts5_match(terms, agent_id),
-            "window": window,
-            "limit": limit,
-            "agent_id": agent_id,
-            "workspace_id": workspace_id,
-            "start": SNIPPET_START,
-            "end": SNIPPET_END,
-            "ellipsis": SNIPPET_ELLIPSIS,
-            "tokens": SNIPPET_TOKENS // 2,
-        },
-    )
-    return list(result)
 
 
 _HEADLINE_OPTIONS = (
@@ -346,14 +367,7 @@ def _pg_tsquery(terms: SearchTerms) -> tuple[str, dict[str, str]]:
     return " && ".join(parts), values
 
 
-async def _search_postgres(
-    db: DbSession,
-    workspace_id: str,
-    agent_id: str,
-    terms: SearchTerms,
-    limit: int,
-    window: int,
-) -> list[Any]:
+def _postgres_statement(terms: SearchTerms) -> tuple[TextualSelect, dict[str, str]]:
     tsquery, values = _pg_tsquery(terms)
     # The tsquery is written out in each place (not a CTE) so the planner sees its lexemes and
     # picks by their frequency: the GIN index (terms AND the agent's lexeme) for rare and medium
@@ -368,26 +382,13 @@ async def _search_postgres(
             ORDER BY score DESC, event_id DESC LIMIT :limit
         )
         SELECT e.id AS event_id, e.session_id, e.seq, e.type, e.created_at, best.score,
-            ts_headline('english', session_event_text(e.data), {tsquery}, :options) AS snippet
+            ts_headline(
+                'english', left(session_event_text(e.data), {HEADLINE_CHARS}), {tsquery}, :options
+            ) AS snippet
         FROM best
         JOIN session_events AS e ON e.id = best.event_id
         JOIN agent_sessions AS s ON s.id = e.session_id
         WHERE s.deployed_agent_id = :agent_id AND s.workspace_id = :workspace_id
         ORDER BY best.score DESC, e.id DESC"""
     ).columns(**_COLUMNS)
-    statement = statement.bindparams(*(bindparam(k) for k in values))
-    # A prepared statement's generic plan would not know the terms: plan each search anew.
-    await db.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-    result = await db.execute(
-        statement,
-        {
-            **values,
-            "agent_id": agent_id,
-            "agent_lexeme": _tsquery_literal(AGENT_LEXEME_PREFIX + agent_id),
-            "workspace_id": workspace_id,
-            "window": window,
-            "limit": limit,
-            "options": _HEADLINE_OPTIONS,
-        },
-    )
-    return list(result)
+    return statement.bindparams(*(bindparam(k) for k in values)), values

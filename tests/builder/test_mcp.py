@@ -140,3 +140,10 @@ async def test_raw_json_rpc_edges(api):
     assert wrong_version.status == 400
 
     assert_error(await api.get("/mcp"), 405)
+
+    rebound = await api.post(
+        "/mcp",
+        json={"jsonrpc": "2.0", "id": 6, "method": "ping"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert rebound.status == 403 and rebound.body["error"]["code"] == -32600
