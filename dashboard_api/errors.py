@@ -58,6 +58,8 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     422: "invalid_field",
     429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
 }
 
 
