@@ -14,6 +14,7 @@ from typing import Any
 from router import approvals, cursors, escalations
 from router.errors import (
     AgentNotFound,
+    Conflict,
     NotFound,
     RuntimeFailure,
     SessionArchived,
@@ -142,14 +143,17 @@ class SessionService:
                 approval_required_tools=approval_required_tools,
                 created_by=actor.user_id,
             )
-            if slack is not None:
-                await agents_store.bind_slack(
-                    s,
-                    workspace_id=actor.workspace_id,
-                    agent_id=row.id,
-                    team_id=slack.team_id,
-                    channel_ids=list(slack.channel_ids),
-                    team_default=slack.default,
+            if slack is not None and not await agents_store.bind_slack(
+                s,
+                workspace_id=actor.workspace_id,
+                agent_id=row.id,
+                team_id=slack.team_id,
+                channel_ids=list(slack.channel_ids),
+                team_default=slack.default,
+            ):
+                raise Conflict(
+                    f"Slack team {slack.team_id} is connected to another workspace; "
+                    "it cannot be bound here"
                 )
         try:
             await self.runner.ensure_deployed(row)
@@ -216,9 +220,12 @@ class SessionService:
 
     async def get_session(self, actor: Actor, agent_id: str, session_id: str) -> SessionView:
         async with self.db() as s:
-            row = await self._session_row(s, actor, agent_id, session_id)
-            counts = await sessions_store.queued_counts(s, [row.id])
-        return session_view(row, counts[row.id])
+            found = await sessions_store.get_session_and_queued(
+                s, session_id, workspace_id=actor.workspace_id, agent_id=agent_id
+            )
+        if found is None:
+            raise SessionNotFound(f"no session {session_id} for agent {agent_id}")
+        return session_view(*found)
 
     async def list_sessions(
         self,

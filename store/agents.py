@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, text, update
 
-from store.db import DbSession
+from store.db import DbSession, insert_for
 from store.ids import new_id
 from store.models import DeployedAgent, SlackBinding, utcnow
 
@@ -101,40 +101,57 @@ async def bind_slack(
     team_id: str,
     channel_ids: list[str],
     team_default: bool,
-) -> list[SlackBinding]:
-    """Bind an agent to channels of a team and/or as the team's default.
+) -> bool:
+    """Bind an agent to channels of a team and/or as the team's default; False (and nothing
+    changed) when the team is bound in another workspace: a Slack team belongs to one workspace.
 
-    A later binding of the same channel (or team default) moves it to this agent."""
-    bindings: list[SlackBinding] = []
-    now = utcnow()
+    A later binding of the same channel (or team default) in the same workspace moves it to this
+    agent. Race-free: `INSERT ... ON CONFLICT DO NOTHING` on the partial unique indexes, then a
+    conditional UPDATE that only moves a binding of this workspace."""
+    foreign = await db.scalar(
+        select(SlackBinding.id)
+        .where(SlackBinding.team_id == team_id, SlackBinding.workspace_id != workspace_id)
+        .limit(1)
+    )
+    if foreign is not None:
+        return False
     targets: list[tuple[str | None, bool]] = [(c, False) for c in channel_ids]
     if team_default:
         targets.append((None, True))
     for channel_id, is_default in targets:
-        query = select(SlackBinding).where(SlackBinding.team_id == team_id)
         if is_default:
-            query = query.where(SlackBinding.is_team_default.is_(True))
+            conflict = {"index_elements": ["team_id"], "index_where": text("is_team_default")}
+            mine = SlackBinding.is_team_default.is_(True)
         else:
-            query = query.where(SlackBinding.channel_id == channel_id)
-        existing = await db.scalar(query.with_for_update())
-        if existing is not None:
-            existing.deployed_agent_id = agent_id
-            existing.workspace_id = workspace_id
-            bindings.append(existing)
-            continue
-        binding = SlackBinding(
-            id=new_id("bnd"),
-            workspace_id=workspace_id,
-            team_id=team_id,
-            channel_id=channel_id,
-            deployed_agent_id=agent_id,
-            is_team_default=is_default,
-            created_at=now,
+            conflict = {
+                "index_elements": ["team_id", "channel_id"],
+                "index_where": text("channel_id IS NOT NULL"),
+            }
+            mine = SlackBinding.channel_id == channel_id
+        inserted = await db.scalar(
+            insert_for(db, SlackBinding)
+            .values(
+                id=new_id("bnd"),
+                workspace_id=workspace_id,
+                team_id=team_id,
+                channel_id=channel_id,
+                deployed_agent_id=agent_id,
+                is_team_default=is_default,
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing(**conflict)
+            .returning(SlackBinding.id)
         )
-        db.add(binding)
-        bindings.append(binding)
-    await db.flush()
-    return bindings
+        if inserted is not None:
+            continue
+        moved = await db.execute(
+            update(SlackBinding)
+            .where(SlackBinding.team_id == team_id, mine, SlackBinding.workspace_id == workspace_id)
+            .values(deployed_agent_id=agent_id)
+        )
+        if not moved.rowcount:
+            return False
+    return True
 
 
 async def resolve_slack_agent(

@@ -169,6 +169,30 @@ async def get_session(
     return row
 
 
+async def get_session_and_queued(
+    db: DbSession, session_id: str, *, workspace_id: str, agent_id: str
+) -> tuple[AgentSession, int] | None:
+    """The row and its queued count read in one statement (one snapshot: a reader never sees a
+    claimed turn as `idle` with nothing queued)."""
+    queued = (
+        select(func.count())
+        .where(SessionInbox.session_id == AgentSession.id, SessionInbox.state == "queued")
+        .scalar_subquery()
+    )
+    found = (
+        await db.execute(
+            select(AgentSession, queued)
+            .where(
+                AgentSession.id == session_id,
+                AgentSession.workspace_id == workspace_id,
+                AgentSession.deployed_agent_id == agent_id,
+            )
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    return None if found is None else (found[0], found[1])
+
+
 async def list_sessions(
     db: DbSession,
     *,

@@ -283,3 +283,56 @@ def _later():
     from store.models import utcnow
 
     return utcnow() + timedelta(seconds=60)
+
+
+async def test_a_slack_team_bound_in_one_workspace_cannot_be_taken_by_another(database):
+    mine = await _seed_agent(database, "ws_a")
+    theirs = await _seed_agent(database, "ws_b")
+    async with database.sessionmaker.begin() as s:
+        assert await agents_store.bind_slack(
+            s,
+            workspace_id="ws_a",
+            agent_id=mine,
+            team_id="T1",
+            channel_ids=["C1"],
+            team_default=True,
+        )
+    async with database.sessionmaker.begin() as s:
+        taken = await agents_store.bind_slack(
+            s,
+            workspace_id="ws_b",
+            agent_id=theirs,
+            team_id="T1",
+            channel_ids=["C1"],
+            team_default=True,
+        )
+    assert not taken
+    async with database.sessionmaker() as s:
+        assert (await agents_store.resolve_slack_agent(s, team_id="T1", channel_id="C1")).id == mine
+        assert (await agents_store.resolve_slack_agent(s, team_id="T1", channel_id=None)).id == mine
+
+
+async def test_concurrent_binds_of_one_channel_in_a_workspace_settle_on_one_agent(database):
+    agents = [await _seed_agent(database) for _ in range(5)]
+    engine = database.new_engine(pool_size=10)
+    maker = type(database.sessionmaker)(engine, expire_on_commit=False)
+
+    async def bind(agent_id: str) -> bool:
+        async with maker.begin() as s:
+            return await agents_store.bind_slack(
+                s,
+                workspace_id="ws1",
+                agent_id=agent_id,
+                team_id="T1",
+                channel_ids=["C1"],
+                team_default=False,
+            )
+
+    try:
+        results = await asyncio.gather(*(bind(a) for a in agents))
+    finally:
+        await engine.dispose()
+    assert all(results)
+    async with database.sessionmaker() as s:
+        bindings = [b for a in agents for b in await agents_store.list_bindings(s, a)]
+    assert len(bindings) == 1 and bindings[0].deployed_agent_id in agents
