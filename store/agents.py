@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import or_, select, text, update
 
-from store.db import DbSession, insert_for
+from store.db import DbSession, insert_for, newest_first
 from store.ids import new_id
 from store.models import DeployedAgent, SlackBinding, utcnow
 
@@ -80,16 +80,7 @@ async def list_agents(
 ) -> tuple[list[DeployedAgent], bool]:
     """Newest first, keyset on (created_at, id)."""
     query = select(DeployedAgent).where(DeployedAgent.workspace_id == workspace_id)
-    if cursor is not None:
-        created_at, agent_id = cursor
-        query = query.where(
-            or_(
-                DeployedAgent.created_at < created_at,
-                and_(DeployedAgent.created_at == created_at, DeployedAgent.id < agent_id),
-            )
-        )
-    query = query.order_by(DeployedAgent.created_at.desc(), DeployedAgent.id.desc())
-    rows = list(await db.scalars(query.limit(limit + 1)))
+    rows = list(await db.scalars(newest_first(query, DeployedAgent, cursor, limit)))
     return rows[:limit], len(rows) > limit
 
 

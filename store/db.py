@@ -92,3 +92,19 @@ async def ping(engine: AsyncEngine) -> None:
 
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+def newest_first(query: Any, model: Any, cursor: tuple[Any, str] | None, limit: int) -> Any:
+    """A keyset page, newest first on (created_at, id): rows strictly after `cursor`, and one
+    more than `limit` so the caller knows whether there are more."""
+    from sqlalchemy import and_, or_
+
+    if cursor is not None:
+        created_at, row_id = cursor
+        query = query.where(
+            or_(
+                model.created_at < created_at,
+                and_(model.created_at == created_at, model.id < row_id),
+            )
+        )
+    return query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 
-from store.db import DbSession, insert_for
+from store.db import DbSession, insert_for, newest_first
 from store.ids import new_id
 from store.models import AgentEscalation, utcnow
 
@@ -65,14 +65,5 @@ async def list_escalations(
     query = select(AgentEscalation).where(AgentEscalation.workspace_id == workspace_id)
     if status is not None:
         query = query.where(AgentEscalation.status == status)
-    if cursor is not None:
-        created_at, row_id = cursor
-        query = query.where(
-            or_(
-                AgentEscalation.created_at < created_at,
-                and_(AgentEscalation.created_at == created_at, AgentEscalation.id < row_id),
-            )
-        )
-    query = query.order_by(AgentEscalation.created_at.desc(), AgentEscalation.id.desc())
-    rows = list(await db.scalars(query.limit(limit + 1)))
+    rows = list(await db.scalars(newest_first(query, AgentEscalation, cursor, limit)))
     return rows[:limit], len(rows) > limit

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import and_, exists, func, or_, select, text, update
 
-from store.db import DbSession, insert_for
+from store.db import DbSession, insert_for, newest_first
 from store.ids import new_id
 from store.models import AgentSession, SessionInbox, utcnow
 from store.queue import PENDING
@@ -208,16 +208,7 @@ async def list_sessions(
         query = query.where(AgentSession.status == status)
     if source is not None:
         query = query.where(AgentSession.source == source)
-    if cursor is not None:
-        created_at, session_id = cursor
-        query = query.where(
-            or_(
-                AgentSession.created_at < created_at,
-                and_(AgentSession.created_at == created_at, AgentSession.id < session_id),
-            )
-        )
-    query = query.order_by(AgentSession.created_at.desc(), AgentSession.id.desc())
-    rows = list(await db.scalars(query.limit(limit + 1)))
+    rows = list(await db.scalars(newest_first(query, AgentSession, cursor, limit)))
     return rows[:limit], len(rows) > limit
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import delete, select, update
 
-from store.db import DbSession, insert_for
+from store.db import DbSession, insert_for, newest_first
 from store.ids import new_id
 from store.models import AgentTriggerRun, Schedule, WebhookEndpoint, utcnow
 
@@ -193,14 +193,5 @@ async def list_runs(
     db: DbSession, agent_id: str, *, limit: int, cursor: tuple[datetime, str] | None = None
 ) -> tuple[list[AgentTriggerRun], bool]:
     query = select(AgentTriggerRun).where(AgentTriggerRun.deployed_agent_id == agent_id)
-    if cursor is not None:
-        created_at, row_id = cursor
-        query = query.where(
-            or_(
-                AgentTriggerRun.created_at < created_at,
-                and_(AgentTriggerRun.created_at == created_at, AgentTriggerRun.id < row_id),
-            )
-        )
-    query = query.order_by(AgentTriggerRun.created_at.desc(), AgentTriggerRun.id.desc())
-    rows = list(await db.scalars(query.limit(limit + 1)))
+    rows = list(await db.scalars(newest_first(query, AgentTriggerRun, cursor, limit)))
     return rows[:limit], len(rows) > limit
