@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime
+from typing import Any
 
 from router.errors import InvalidInput
 
@@ -21,3 +22,8 @@ def decode(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), str(row_id)
     except (ValueError, TypeError) as exc:
         raise InvalidInput("cursor is not one this API gave out") from exc
+
+
+def next_of(rows: list[Any], more: bool) -> str | None:
+    """The cursor for the page after `rows` (rows ordered newest first), or None at the end."""
+    return encode(rows[-1].created_at, rows[-1].id) if more and rows else None

@@ -60,7 +60,7 @@ async def list_escalations(
         rows, more = await escalations_store.list_escalations(
             s, workspace_id, limit=limit, status=status, cursor=after
         )
-    next_cursor = cursors.encode(rows[-1].created_at, rows[-1].id) if more and rows else None
+    next_cursor = cursors.next_of(rows, more)
     return Page([escalation_view(r) for r in rows], more, next_cursor)
 
 

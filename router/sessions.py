@@ -179,7 +179,7 @@ class SessionService:
                 s, actor.workspace_id, limit=limit, cursor=after
             )
             items = [agent_view(r, await agents_store.list_bindings(s, r.id)) for r in rows]
-        next_cursor = cursors.encode(rows[-1].created_at, rows[-1].id) if more and rows else None
+        next_cursor = cursors.next_of(rows, more)
         return Page(items, more, next_cursor)
 
     # -- sessions -----------------------------------------------------------------------------
@@ -246,7 +246,7 @@ class SessionService:
             )
             counts = await sessions_store.queued_counts(s, [r.id for r in rows])
         items = [session_view(r, counts[r.id]) for r in rows]
-        next_cursor = cursors.encode(rows[-1].created_at, rows[-1].id) if more and rows else None
+        next_cursor = cursors.next_of(rows, more)
         return Page(items, more, next_cursor)
 
     async def post_message(

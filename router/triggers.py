@@ -381,5 +381,5 @@ class Triggers:
             )
             for r in rows
         ]
-        next_cursor = cursors.encode(rows[-1].created_at, rows[-1].id) if more and rows else None
+        next_cursor = cursors.next_of(rows, more)
         return Page(items, more, next_cursor)
