@@ -15,7 +15,9 @@ queries.
                            [--searches 300] [--postgres URL] [--explain]
 
 Prints one line (progress and query plans go to stderr). PostgreSQL works in a schema of its
-own, dropped afterwards; SQLite in a temporary file.
+own, dropped afterwards; SQLite in a temporary file, removed afterwards. The whole run takes about
+2.5 minutes on our 2-core machine; measured there (with other work running): sqlite p50 11.3 ms
+p99 25.5 ms (built in 56 s); postgres p50 5.5 ms p99 24.9 ms (built in 82 s).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import asyncio
 import itertools
 import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -322,7 +325,7 @@ async def explain(engine: AsyncEngine, mirror: Mirror, seed: int) -> None:
 
 
 async def bench_one(kind: str, args: argparse.Namespace) -> str:
-    schema = None
+    schema = directory = None
     if kind == "sqlite":
         directory = tempfile.mkdtemp(prefix="bench_search_")
         url = f"sqlite+aiosqlite:///{directory}/mirror.db"
@@ -349,6 +352,8 @@ async def bench_one(kind: str, args: argparse.Namespace) -> str:
         return f"{kind} p50 {p50:.1f} ms p99 {p99:.1f} ms (built in {built:.0f} s)"
     finally:
         await engine.dispose()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
         if schema is not None:
             admin = make_engine(args.postgres)
             async with admin.begin() as conn:
