@@ -34,6 +34,10 @@ NO_AGENT_DM = (
     "No agent is set as this workspace's default yet: deploy one from the dashboard with "
     "`default` on in its Slack binding, then write to me again."
 )
+WALLET_EMPTY = (
+    "This workspace's AI wallet is empty, so the agent cannot answer. "
+    "An admin can top it up from the dashboard; then write again."
+)
 ARCHIVED = (
     "This session is archived, so it takes no new messages. "
     "Start a new thread to talk to the agent again."
@@ -117,6 +121,8 @@ def say_outcome(
         outbox.notice(thread, NO_AGENT_DM if msg.is_dm else NO_AGENT_CHANNEL, about_ts=msg.ts)
     elif taken.outcome is Taken.ARCHIVED:
         outbox.notice(thread, ARCHIVED, about_ts=msg.ts)
+    elif taken.outcome is Taken.WALLET_EMPTY:
+        outbox.notice(thread, WALLET_EMPTY, about_ts=msg.ts)
     elif taken.outcome is Taken.ACCEPTED:
         if notes:
             outbox.notice(thread, "\n".join(notes))

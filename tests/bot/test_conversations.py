@@ -214,3 +214,22 @@ async def test_a_message_sent_while_a_turn_runs_is_marked_queued(harness: SlackH
     await harness.settle()
     assert "You said: waiting one" in harness.slack.thread_text("D1", first["ts"])
     assert harness.slack.reactions[("D1", second["ts"])] == []
+
+
+async def test_an_empty_wallet_is_said_in_the_thread_and_nothing_runs(
+    harness: SlackHarness, database
+) -> None:
+    from decimal import Decimal
+
+    from store import wallets as wallets_store
+
+    await harness.bind_agent()
+    async with database.sessionmaker.begin() as s:
+        await wallets_store.debit(
+            s, ACTOR.workspace_id, "ai", Decimal(100), reason="test", ref=None
+        )
+    event = dm("are you there?")
+    assert (await harness.send(event))[0] == 200
+    assert "wallet is empty" in await harness.reply("D1", event["ts"])
+    await harness.settle()
+    assert harness.anthropic.sent_events(event_type="user.message") == []
