@@ -22,6 +22,7 @@ from router.errors import (
     SessionArchived,
     WalletEmpty,
 )
+from router.triggers import BadSignature, MalformedBody
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
     (Conflict, 409),
     (WalletEmpty, 429),
     (InvalidInput, 422),
+    (BadSignature, 401),
+    (MalformedBody, 400),
 )
 
 # RuntimeFailure codes that mean "the runtime is not there right now": 503, the rest 502.
@@ -91,7 +94,7 @@ def error_response(
     response = web.json_response(
         {"error": {"code": code, "message": message}}, status=status, headers=headers
     )
-    if status == 401:
+    if status == 401 and code == "unauthenticated":  # not a webhook's bad signature
         response.headers["WWW-Authenticate"] = 'Bearer realm="dashboard"'
     return response
 

@@ -24,8 +24,8 @@ REF = "#/components/schemas/{model}"
 ERROR_DESCRIPTIONS = {
     400: "Malformed request: the body is not JSON",
     401: "Missing, malformed, expired or forged access token",
-    404: "No such agent or session in the caller's workspace",
-    409: "The session is archived",
+    404: "No such agent, session (or other id in the path) in the caller's workspace",
+    409: "The session is archived, or the tool call was already decided",
     413: "The request body is larger than 1 MiB",
     422: "A field of the body or query string is invalid; the message names it",
     429: "Over a limit, or the workspace's wallet is empty",
@@ -46,6 +46,8 @@ class Operation:
     body: type[BaseModel] | None = None
     body_required: bool = True
     extra_parameters: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    public: bool = False  # no bearer token (the webhook delivery proves itself by its signature)
+    error_descriptions: dict[int, str] = field(default_factory=dict)  # where the default misleads
 
 
 AGENT = "/dashboard/agents/{agent_id}"
@@ -142,6 +144,128 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "post",
+        SESSION + "/approvals/{tool_use_id}",
+        "decideApproval",
+        "Allow or deny a tool call waiting for approval (the first decision wins)",
+        {200: ("The decision", s.ApprovalOut)},
+        (*BODY, 409, 502),
+        body=s.ApprovalDecide,
+        error_descriptions={409: "The tool call was already decided"},
+    ),
+    Operation(
+        "get",
+        SESSION + "/usage",
+        "getSessionUsage",
+        "Tokens, runtime seconds and cost of each finished turn, and their total",
+        {200: ("The usage", s.UsageOut)},
+        READ,
+    ),
+    Operation(
+        "post",
+        AGENT + "/schedules",
+        "createSchedule",
+        "Run the agent on a cron schedule (in an IANA time zone): each fire is a fresh session",
+        {201: ("The schedule", s.ScheduleOut)},
+        BODY,
+        body=s.ScheduleCreate,
+    ),
+    Operation(
+        "get",
+        AGENT + "/schedules",
+        "listSchedules",
+        "Every schedule of the agent, on one page",
+        {200: ("The schedules", s.SchedulePage)},
+        READ,
+    ),
+    Operation(
+        "delete",
+        AGENT + "/schedules/{schedule_id}",
+        "deleteSchedule",
+        "Delete a schedule (its past runs and sessions stay)",
+        {204: ("Deleted", None)},
+        READ,
+    ),
+    Operation(
+        "post",
+        AGENT + "/webhooks",
+        "createWebhook",
+        "A webhook endpoint bound to the agent: its delivery URL and signing secret",
+        {201: ("The endpoint; the secret is shown here only", s.WebhookOut)},
+        READ,
+    ),
+    Operation(
+        "get",
+        AGENT + "/trigger-runs",
+        "listTriggerRuns",
+        "Schedule fires and webhook deliveries, newest first, each with its session",
+        {200: ("A page of runs", s.TriggerRunPage)},
+        (401, 404, 422, 503),
+        query=s.ListQuery,
+    ),
+    Operation(
+        "get",
+        "/dashboard/escalations",
+        "listEscalations",
+        "The workspace's escalation inbox, newest first",
+        {200: ("A page of escalations", s.EscalationPage)},
+        (401, 422, 503),
+        query=s.EscalationListQuery,
+    ),
+    Operation(
+        "post",
+        "/dashboard/escalations/{escalation_id}/resolve",
+        "resolveEscalation",
+        "Mark an escalation resolved (resolving twice is fine)",
+        {200: ("The escalation", s.EscalationOut)},
+        READ,
+    ),
+    Operation(
+        "get",
+        "/dashboard/wallets",
+        "getWallets",
+        "The workspace's AI and data wallet balances and latest ledger entries",
+        {200: ("Balances and ledger", s.WalletsOut)},
+        (401, 503),
+    ),
+    Operation(
+        "post",
+        "/webhooks/{endpoint_id}",
+        "deliverWebhook",
+        "A webhook delivery (no bearer token): creates a session, the JSON body is its first message",
+        {
+            202: ("The delivery is taken", s.DeliveryOut),
+            200: ("A replay: the first delivery's ids; nothing new is created", s.DeliveryOut),
+        },
+        (400, 401, 404, 413, 422, 429),
+        body=s.WebhookPayload,
+        public=True,
+        extra_parameters=(
+            {
+                "name": "X-Signature",
+                "in": "header",
+                "required": True,
+                "description": "`sha256=<hex HMAC-SHA256 of the raw body with the endpoint's secret>`",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Deliveries with the same key run once (without one: the same body "
+                "within ten minutes)",
+                "schema": {"type": "string", "pattern": "^[ -~]{1,200}$"},
+            },
+        ),
+        error_descriptions={
+            400: "The body is not JSON",
+            401: "X-Signature does not match the body signed with the endpoint's secret",
+            404: "No such webhook endpoint",
+            422: "The Idempotency-Key header is invalid",
+            429: "The workspace's AI wallet is empty",
+        },
+    ),
+    Operation(
+        "post",
         SESSION + "/archive",
         "archiveSession",
         "Make the session read-only (archiving twice is fine)",
@@ -167,8 +291,25 @@ ANSWER_MODELS: tuple[type[BaseModel], ...] = (
     s.EventPage,
     s.DeltaOut,
     s.ErrorOut,
+    s.ApprovalOut,
+    s.UsageOut,
+    s.ScheduleOut,
+    s.SchedulePage,
+    s.WebhookOut,
+    s.DeliveryOut,
+    s.TriggerRunPage,
+    s.EscalationOut,
+    s.EscalationPage,
+    s.WalletsOut,
 )
-BODY_MODELS: tuple[type[BaseModel], ...] = (s.AgentCreate, s.SessionCreate, s.MessageCreate)
+BODY_MODELS: tuple[type[BaseModel], ...] = (
+    s.AgentCreate,
+    s.SessionCreate,
+    s.MessageCreate,
+    s.ApprovalDecide,
+    s.ScheduleCreate,
+    s.WebhookPayload,
+)
 
 
 def _component_schemas() -> dict[str, Any]:
@@ -218,9 +359,9 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
     ]
 
 
-def _error(status: int) -> dict[str, Any]:
+def _error(status: int, description: str | None = None) -> dict[str, Any]:
     return {
-        "description": ERROR_DESCRIPTIONS[status],
+        "description": description or ERROR_DESCRIPTIONS[status],
         "content": {"application/json": {"schema": _ref(s.ErrorOut)}},
     }
 
@@ -228,6 +369,9 @@ def _error(status: int) -> dict[str, Any]:
 def _operation(op: Operation) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, (description, model) in op.answers.items():
+        if status == 204:
+            responses[str(status)] = {"description": description}
+            continue
         if model is None:
             content = {"text/event-stream": {"schema": {"type": "string"}}}
             description = f"{description}: {STREAM_DESCRIPTION}"
@@ -235,7 +379,7 @@ def _operation(op: Operation) -> dict[str, Any]:
             content = {"application/json": {"schema": _ref(model)}}
         responses[str(status)] = {"description": description, "content": content}
     for status in sorted(op.errors):
-        responses[str(status)] = _error(status)
+        responses[str(status)] = _error(status, op.error_descriptions.get(status))
     spec: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
@@ -246,6 +390,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         ],
         "responses": responses,
     }
+    if op.public:
+        spec["security"] = []
     if op.body is not None:
         spec["requestBody"] = {
             "required": op.body_required,
@@ -278,9 +424,10 @@ def build_spec() -> dict[str, Any]:
             "title": "Agents in Slack: dashboard API",
             "version": "1",
             "description": (
-                "Every route but this document takes `Authorization: Bearer <Supabase access "
-                "token>`; `app_metadata.workspace_id` scopes every answer. Errors are "
-                '`{"error": {"code", "message"}}`.'
+                "Every route but this document and the webhook delivery (signed with "
+                "`X-Signature` instead) takes `Authorization: Bearer <Supabase access token>`; "
+                '`app_metadata.workspace_id` scopes every answer. Errors are `{"error": {"code", '
+                '"message"}}`.'
             ),
         },
         "paths": paths,

@@ -10,7 +10,19 @@ from typing import Any
 
 from aiohttp import web
 
-from dashboard_api import agents, builder, mcp, openapi, sessions
+from dashboard_api import (
+    agents,
+    approvals,
+    builder,
+    escalations,
+    mcp,
+    openapi,
+    sessions,
+    triggers,
+    usage,
+    wallets,
+    webhooks,
+)
 from dashboard_api.auth import Authenticator
 from dashboard_api.context import DASHBOARD, Dashboard
 from dashboard_api.errors import Handler, error_middleware
@@ -53,6 +65,12 @@ def register(
     openapi.add_routes(app.router)
     builder.add_routes(app.router)
     mcp.add_routes(app.router, allowed_origin=origin)
+    approvals.add_routes(app.router)
+    usage.add_routes(app.router)
+    triggers.add_routes(app.router, services.triggers, public_url=services.settings.public_url)
+    webhooks.add_routes(app.router, services.triggers)
+    escalations.add_routes(app.router)
+    wallets.add_routes(app.router)
 
 
 def _allowed(request: web.Request, origin: str) -> bool:

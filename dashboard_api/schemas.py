@@ -10,6 +10,7 @@ pydantic models the OpenAPI description is generated from, so the two cannot dis
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
@@ -17,7 +18,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    RootModel,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -353,3 +357,201 @@ def read_query(request: web.Request, model: type[T]) -> T:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
         raise _first_problem(exc, "query") from exc
+
+
+# -- approvals, usage, schedules, webhooks, trigger runs, escalations, wallets (issue 6) -------
+
+MONEY_PLACES = Decimal("0.000001")
+SECONDS_PLACES = Decimal("0.001")
+MONEY_PATTERN = r"^-?[0-9]+\.[0-9]{6}$"
+
+
+def _money(value: Decimal) -> str:
+    """Six places always ("0.000213"): a turn of a few tokens costs a fraction of a cent."""
+    return f"{(value or Decimal(0)).quantize(MONEY_PLACES):f}"  # no "-0.000000"
+
+
+def _seconds(value: Decimal) -> float:
+    return float(value.quantize(SECONDS_PLACES))
+
+
+Money = Annotated[
+    Decimal,
+    PlainSerializer(_money, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": MONEY_PATTERN,
+            "description": "US dollars, a decimal string with 6 places",
+            "examples": ["0.000213"],
+        }
+    ),
+]
+Seconds = Annotated[
+    Decimal,
+    PlainSerializer(_seconds, return_type=float),
+    WithJsonSchema(
+        {
+            "type": "number",
+            "minimum": 0,
+            "description": "Seconds of runtime, a JSON number rounded to milliseconds",
+        }
+    ),
+]
+
+
+class ApprovalDecide(Body):
+    """`POST .../approvals/{tool_use_id}`."""
+
+    decision: Literal["allow", "deny"]
+    reason: Annotated[str, Field(max_length=4000, pattern=NO_NUL)] | None = None
+
+
+class ScheduleSlackIn(Body):
+    team_id: SlackId
+    channel_id: SlackId
+
+
+class ScheduleCreate(Body):
+    """`POST /dashboard/agents/{agent_id}/schedules`."""
+
+    cron: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
+    timezone: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)] = Field(
+        default="UTC", description="An IANA time zone (`Europe/Paris`); the cron runs in it"
+    )
+    input_text: Annotated[str, Field(min_length=1, max_length=100_000, pattern=NO_NUL)]
+    enabled: bool = True
+    slack: ScheduleSlackIn | None = Field(
+        default=None, description="Post each run's answer as a new message in this channel"
+    )
+
+
+class EscalationListQuery(ListQuery):
+    status: Literal["open", "resolved"] | None = None
+
+
+class WebhookPayload(RootModel[Any]):
+    """A delivery's body: any JSON value; it becomes the session's first message as sent."""
+
+
+class ApprovalOut(Answer):
+    tool_use_id: str
+    decision: Literal["allow", "deny"]
+    reason: str | None
+    decided_by: str
+    decided_at: datetime
+
+
+class TurnUsageOut(Answer):
+    turn: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int
+    cache_creation_input_tokens: int
+    runtime_seconds: Seconds
+    cost_usd: Money
+
+
+class UsageTotalOut(TurnUsageOut):
+    turn: None = Field(default=None, description="Always null: the total covers every turn")
+
+
+class UsageOut(Answer):
+    turns: list[TurnUsageOut]
+    total: UsageTotalOut
+
+
+class ScheduleSlackOut(Answer):
+    team_id: str
+    channel_id: str
+
+
+class ScheduleOut(Answer):
+    id: str
+    agent_id: str
+    cron: str
+    timezone: str
+    input_text: str
+    enabled: bool
+    slack: ScheduleSlackOut | None
+    next_fire_at: datetime | None
+    last_fired_at: datetime | None
+    created_at: datetime
+
+
+class SchedulePage(BaseModel):
+    data: list[ScheduleOut]
+    has_more: bool
+    next_cursor: str | None
+
+
+class WebhookOut(Answer):
+    id: str
+    url: str = Field(description="Where to POST deliveries (`PUBLIC_URL` or this server's address)")
+    secret: str = Field(description="Signs deliveries: `X-Signature: sha256=<hex HMAC-SHA256>`")
+
+
+class DeliveryOut(Answer):
+    session_id: str
+    trigger_run_id: str
+
+
+class TriggerRunOut(Answer):
+    id: str
+    kind: Literal["schedule", "webhook"]
+    schedule_id: str | None
+    webhook_endpoint_id: str | None
+    session_id: str | None
+    session_status: Literal["idle", "running", "archived"] | None
+    status: Literal["started", "ok", "error"]
+    error: str | None
+    fire_time: datetime | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class TriggerRunPage(BaseModel):
+    data: list[TriggerRunOut]
+    has_more: bool
+    next_cursor: str | None
+
+
+class EscalationOut(Answer):
+    id: str
+    session_id: str
+    reason: str
+    status: Literal["open", "resolved"]
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+
+
+class EscalationPage(BaseModel):
+    data: list[EscalationOut]
+    has_more: bool
+    next_cursor: str | None
+
+
+class WalletOut(Answer):
+    kind: Literal["ai", "data"]
+    balance_usd: Money
+
+
+class LedgerEntryOut(Answer):
+    id: str
+    kind: Literal["ai", "data"]
+    amount_usd: Money = Field(description="Negative for a debit")
+    balance_after_usd: Money
+    reason: str = Field(description="starting_credit, topup, turn or tool_call")
+    ref: str | None
+    created_at: datetime
+
+
+class WalletsOut(Answer):
+    wallets: list[WalletOut]
+    ledger: list[LedgerEntryOut] = Field(description="The latest entries, newest first")
+
+
+def answer_json(model: type[Answer], value: Any) -> dict[str, Any]:
+    """`value` (a core view) in the wire shape of `model`."""
+    return model.model_validate(value).model_dump(mode="json")

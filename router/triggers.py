@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from router import cursors
 from router.errors import AgentNotFound, DomainError, InvalidInput, NotFound, WalletEmpty
@@ -126,6 +126,21 @@ def validate_schedule(cron: str, timezone: str) -> None:
         raise InvalidInput(f"timezone: {timezone!r} is not an IANA time zone") from exc
     if not croniter.is_valid(cron):
         raise InvalidInput(f"cron: {cron!r} is not a cron expression")
+    try:
+        next_fire(cron, timezone, utcnow())
+    except CroniterError as exc:  # valid fields that never meet (`0 0 31 2 *`)
+        raise InvalidInput(f"cron: {cron!r} never fires") from exc
+
+
+def _message_text(payload: Any) -> str:
+    """The delivery as the session's first message; escaped where JSON carried a lone surrogate
+    (`"\\ud800"`), which neither database can store as text."""
+    text = json.dumps(payload, indent=2, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = json.dumps(payload, indent=2)
+    return text[:MAX_INPUT_CHARS]
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -307,9 +322,11 @@ class Triggers:
                 "X-Signature does not match the body signed with this endpoint's secret"
             )
         try:
-            payload = json.loads(body)
+            text = _message_text(json.loads(body))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise MalformedBody(f"the body is not JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise MalformedBody("the body's JSON is nested too deeply") from exc
         if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
             raise InvalidInput("Idempotency-Key: 1 to 200 characters")
         key = (
@@ -317,7 +334,6 @@ class Triggers:
             if idempotency_key
             else f"body:{hashlib.sha256(body).hexdigest()}"
         )
-        text = json.dumps(payload, indent=2, ensure_ascii=False)[:MAX_INPUT_CHARS]
         for _ in range(3):
             async with self.db.begin() as s:
                 previous = await triggers_store.find_run_by_key(s, endpoint.id, key)
