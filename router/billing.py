@@ -7,6 +7,7 @@ runtime is billed per session-hour. Operators override the table with MODEL_PRIC
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -29,6 +30,7 @@ DEFAULT_PRICES: dict[str, tuple[Decimal, Decimal]] = {
 }
 FALLBACK_PRICE = (Decimal(3), Decimal(15))
 RUNTIME_PRICE_PER_HOUR = Decimal("0.08")
+FUNDED_FOR_SECONDS = 2.0
 
 
 @dataclass
@@ -69,18 +71,33 @@ class PriceTable:
 
 
 class Billing:
-    def __init__(self, db: Any, prices: PriceTable | None = None, *, enforced: bool = True) -> None:
+    def __init__(
+        self,
+        db: Any,
+        prices: PriceTable | None = None,
+        *,
+        enforced: bool = True,
+        clock: Any = time.monotonic,
+    ) -> None:
         self.db = db
         self.prices = prices or PriceTable()
         self.enforced = enforced
+        self.clock = clock
+        self._funded_until: dict[str, float] = {}
 
     async def check_can_run(self, s: Any, workspace_id: str) -> None:
         """Refuse new work when the AI wallet is empty (unless billing is not enforced).
         `s` is the caller's open database session (the check joins its transaction)."""
-        if not self.enforced:
+        if not self.enforced or self._funded_until.get(workspace_id, 0.0) > self.clock():
             return
         balance = (await wallets_store.balances(s, workspace_id)).get("ai")
-        if balance is not None and balance <= 0:
+        if balance is None or balance > 0:
+            # A funded wallet is not read again for a moment (the ack path of a busy workspace);
+            # a debit never overdraws, so a message let in meanwhile cannot take it below zero.
+            self._funded_until[workspace_id] = self.clock() + FUNDED_FOR_SECONDS
+            return
+        self._funded_until.pop(workspace_id, None)
+        if balance <= 0:
             raise WalletEmpty(
                 "This workspace's AI wallet is empty: top it up to talk to its agents again."
             )
@@ -107,9 +124,11 @@ class Billing:
             if usage_id is None:
                 return None
             if cost > 0:
-                await wallets_store.debit(
+                debit = await wallets_store.debit(
                     s, workspace_id, "ai", cost, reason="turn", ref=f"{session_id}:{turn}"
                 )
+                if debit is not None and debit.balance_after <= 0:
+                    self._funded_until.pop(workspace_id, None)
         return cost
 
     async def charge_tool_call(

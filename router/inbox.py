@@ -45,9 +45,11 @@ async def accept_slack_message(
     async with service.db.begin() as s:
         if msg.event_id and not await receipts.record_slack_event(s, msg.event_id, msg.team_id):
             return SlackAcceptance(Taken.DUPLICATE)
-        row = await sessions_store.find_slack_session(
-            s, team_id=thread.team_id, channel_id=thread.channel_id, thread_ts=thread.thread_ts
-        )
+        row = None
+        if msg.thread_ts is not None:  # a top-level message starts its own thread
+            row = await sessions_store.find_slack_session(
+                s, team_id=thread.team_id, channel_id=thread.channel_id, thread_ts=thread.thread_ts
+            )
         created = False
         if row is None:
             if not addressed:
@@ -66,6 +68,7 @@ async def accept_slack_message(
                 thread_ts=thread.thread_ts,
                 created_by=msg.user_id,
                 title=msg.text[:80],
+                reserve_first_message=True,
             )
         if row.status == "archived":
             return SlackAcceptance(Taken.ARCHIVED, session_id=row.id)
@@ -81,6 +84,7 @@ async def accept_slack_message(
             author=msg.user_id,
             dedupe_key=msg.dedupe_key,
             slack_ts=msg.ts,
+            position=1 if created else None,
         )
         if message is None:
             return SlackAcceptance(Taken.DUPLICATE, session_id=row.id)

@@ -10,7 +10,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-__all__ = ["DbSession", "make_engine", "make_sessionmaker", "is_sqlite", "insert_for"]
+__all__ = [
+    "DbSession",
+    "make_engine",
+    "make_sessionmaker",
+    "is_sqlite",
+    "insert_for",
+    "is_unavailable",
+]
 
 
 class DatabaseConfigError(Exception):
@@ -84,6 +91,29 @@ def insert_for(db: DbSession, table: Any) -> Any:
     else:
         from sqlalchemy.dialects.postgresql import insert
     return insert(table)
+
+
+# SQLSTATE classes of a server that cannot serve now: connection exception, insufficient
+# resources, operator intervention (shutting down, starting up, connection terminated).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached, dropped the connection, or had no connection to give
+    in time: work interrupted by this can be taken up again later (by this process or another),
+    unlike a constraint violation or a bad statement, which would fail the same way again."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, (OSError, sa_exc.TimeoutError, sa_exc.InterfaceError)):
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.OperationalError) and "database is locked" in str(exc):
+        return True  # SQLite: another writer held the file longer than busy_timeout
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    return sqlstate[:2] in _UNAVAILABLE_SQLSTATES
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -23,14 +23,19 @@ async def enqueue(
     author: str | None = None,
     dedupe_key: str | None = None,
     slack_ts: str | None = None,
+    position: int | None = None,
 ) -> SessionInbox | None:
-    """Append a message; None when `dedupe_key` was already taken (the same message again)."""
-    position = await db.scalar(
-        update(AgentSession)
-        .where(AgentSession.id == session_id)
-        .values(inbox_seq=AgentSession.inbox_seq + 1)
-        .returning(AgentSession.inbox_seq)
-    )
+    """Append a message; None when `dedupe_key` was already taken (the same message again).
+
+    `position` is for a session created in this transaction with its first position reserved
+    (`inbox_seq=1`): it saves the counter's round trip on the Slack ack path."""
+    if position is None:
+        position = await db.scalar(
+            update(AgentSession)
+            .where(AgentSession.id == session_id)
+            .values(inbox_seq=AgentSession.inbox_seq + 1)
+            .returning(AgentSession.inbox_seq)
+        )
     if position is None:
         raise LookupError(f"no session {session_id}")
     message_id = new_id("msg")

@@ -61,11 +61,13 @@ async def get_or_create_slack_session(
     created_by: str | None = None,
     title: str = "",
     source: str = "slack",
+    reserve_first_message: bool = False,
 ) -> tuple[AgentSession, bool]:
     """The one session of this Slack thread for this agent, created on first use.
 
     Race-free: concurrent first messages of one thread converge on one row (the partial unique
-    index decides, `ON CONFLICT DO NOTHING`, then read the winner)."""
+    index decides, `ON CONFLICT DO NOTHING`, then read the winner). With
+    `reserve_first_message`, a row created now has inbox position 1 taken for the caller."""
     key = conversation_key(team_id, channel_id, thread_ts)
     now = utcnow()
     values = dict(
@@ -81,7 +83,7 @@ async def get_or_create_slack_session(
         slack_thread_ts=thread_ts,
         slack_conversation_key=key,
         last_event_seq=0,
-        inbox_seq=0,
+        inbox_seq=1 if reserve_first_message else 0,
         turn_count=0,
         created_at=now,
         updated_at=now,
