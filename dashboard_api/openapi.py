@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from dashboard_api import builder
+from dashboard_api import builder, transcript
 from dashboard_api import schemas as s
 
 REF = "#/components/schemas/{model}"
@@ -405,6 +405,7 @@ def build_spec() -> dict[str, Any]:
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op)
     paths.update(builder.openapi_paths())
+    paths.update(transcript.openapi_paths())
     paths["/dashboard/openapi.json"] = {
         "get": {
             "operationId": "getOpenApi",

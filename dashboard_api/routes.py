@@ -18,6 +18,7 @@ from dashboard_api import (
     mcp,
     openapi,
     sessions,
+    transcript,
     triggers,
     usage,
     wallets,
@@ -65,6 +66,7 @@ def register(
     openapi.add_routes(app.router)
     builder.add_routes(app.router)
     mcp.add_routes(app.router, allowed_origin=origin)
+    transcript.add_routes(app.router)
     approvals.add_routes(app.router)
     usage.add_routes(app.router)
     triggers.add_routes(app.router, services.triggers, public_url=services.settings.public_url)
