@@ -10,6 +10,7 @@ publisher back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
@@ -178,7 +179,13 @@ class PgLiveBus(LiveBus):
             first = False
             lost = asyncio.Event()
             self._conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-            await lost.wait()
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), self._reconnect_delay * 2)
+                # asyncpg does not call termination listeners when it aborts a connection
+                # itself (a failed operation while PostgreSQL shuts down): look, too.
+                if self._conn.is_closed():
+                    break
             self._connected.clear()
             log.warning("live bus lost its connection; reconnecting")
             await asyncio.sleep(self._reconnect_delay)

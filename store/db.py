@@ -84,6 +84,19 @@ def is_sqlite(db: DbSession | AsyncEngine) -> bool:
     return bind.dialect.name == "sqlite"
 
 
+_PREPARED: dict[tuple[str, str], Any] = {}
+
+
+def prepared(db: DbSession, name: str, build: Any) -> Any:
+    """A statement built once per dialect (with `bindparam`s), for the hot paths: building and
+    cache-keying a statement costs SQLAlchemy more than the round trip on a Slack ack."""
+    key = (name, db.bind.dialect.name)
+    statement = _PREPARED.get(key)
+    if statement is None:
+        statement = _PREPARED[key] = build()
+    return statement
+
+
 def insert_for(db: DbSession, table: Any) -> Any:
     """The dialect's INSERT, which has `on_conflict_do_nothing`/`do_update`."""
     if is_sqlite(db):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
-from store.db import DbSession, insert_for
+from store.db import DbSession, insert_for, prepared
 from store.ids import new_id
 from store.models import AgentSession, SessionInbox, utcnow
 
@@ -39,21 +39,30 @@ async def enqueue(
     if position is None:
         raise LookupError(f"no session {session_id}")
     message_id = new_id("msg")
-    stmt = insert_for(db, SessionInbox).values(
-        id=message_id,
-        session_id=session_id,
-        position=position,
-        state="queued",
-        text=text,
-        content=content or [],
-        author=author,
-        dedupe_key=dedupe_key,
-        slack_ts=slack_ts,
-        created_at=utcnow(),
+    values = {
+        "id": message_id,
+        "session_id": session_id,
+        "position": position,
+        "state": "queued",
+        "text": text,
+        "content": content or [],
+        "author": author,
+        "dedupe_key": dedupe_key,
+        "slack_ts": slack_ts,
+        "created_at": utcnow(),
+    }
+    # ON CONFLICT on the dedupe key only: a NULL key never conflicts, so one statement serves.
+    statement = prepared(
+        db,
+        "enqueue",
+        lambda: (
+            insert_for(db, SessionInbox)
+            .values({name: bindparam(name) for name in values})
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(SessionInbox.id)
+        ),
     )
-    if dedupe_key is not None:
-        stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"])
-    inserted = await db.scalar(stmt.returning(SessionInbox.id))
+    inserted = await db.scalar(statement, values)
     if inserted is None:
         return None
     return SessionInbox(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, exists, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, text, update
 
-from store.db import DbSession, insert_for, newest_first
+from store.db import DbSession, insert_for, newest_first, prepared
 from store.ids import new_id
 from store.models import AgentSession, SessionInbox, utcnow
 from store.queue import PENDING
@@ -88,15 +88,20 @@ async def get_or_create_slack_session(
         created_at=now,
         updated_at=now,
     )
-    inserted = await db.scalar(
-        insert_for(db, AgentSession)
-        .values(**values)
-        .on_conflict_do_nothing(
-            index_elements=["deployed_agent_id", "slack_conversation_key"],
-            index_where=text("slack_conversation_key IS NOT NULL"),
-        )
-        .returning(AgentSession.id)
+    statement = prepared(
+        db,
+        "insert_slack_session",
+        lambda: (
+            insert_for(db, AgentSession)
+            .values({name: bindparam(name) for name in values})
+            .on_conflict_do_nothing(
+                index_elements=["deployed_agent_id", "slack_conversation_key"],
+                index_where=text("slack_conversation_key IS NOT NULL"),
+            )
+            .returning(AgentSession.id)
+        ),
     )
+    inserted = await db.scalar(statement, values)
     if inserted is not None:  # ours: no need to read back what we just wrote
         return AgentSession(**values), True
     row = await db.scalar(
