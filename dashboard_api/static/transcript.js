@@ -49,6 +49,7 @@
     confirmations: new Map(), // tool_use_id -> "allow" | "deny" (seen before its card)
     streaming: new Map(), // runtime event id -> entry of an agent message being written
     finals: new Set(), // runtime ids of agent messages already final
+    refreshTimer: null,
     loaded: false, // history rendered: from now on events are live
     fatal: false,
     attempt: 0,
@@ -256,7 +257,12 @@
   // -- the timeline ---------------------------------------------------------------------------
 
   function newTurn(numbered) {
-    if (numbered) state.userTurns += 1;
+    if (numbered) {
+      state.userTurns += 1;
+      // A message reaches the history only once the turn before it ended: a card still open
+      // from then can no longer be answered.
+      for (const card of state.cards.values()) if (!card.decided) card.expire();
+    }
     const n = numbered ? state.userTurns : 0;
     const heading = h("h2", { id: "turn-" + n + "-" + state.turns.length },
       n ? "Turn " + n : "Session start");
@@ -381,6 +387,12 @@
         deny.disabled = true;
         reason.disabled = true;
       },
+      expire() {
+        card.decided = true;
+        card.disable();
+        cardEl.dataset.state = "expired";
+        outcome.textContent = "No decision was taken before the turn ended.";
+      },
       settle(decision, detail) {
         if (card.decided) return;
         card.decided = true;
@@ -470,6 +482,7 @@
     switch (event.type) {
       case "user.message":
         entry("user", event, "User", textBlock(textOf(data.content)));
+        if (state.loaded) refreshSoon(); // one fewer queued, perhaps
         break;
       case "agent.message":
         agentMessage(event, data);
@@ -675,6 +688,11 @@
       await pause(delay);
       if (!state.fatal) setConnection("connecting", "Connection lost — reconnecting…");
     }
+  }
+
+  function refreshSoon() {
+    clearTimeout(state.refreshTimer);
+    state.refreshTimer = setTimeout(refresh, 250);
   }
 
   async function refresh() {

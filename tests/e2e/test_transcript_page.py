@@ -9,6 +9,8 @@ It keeps one screenshot of the page at `artifacts/transcript.png` (see the READM
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 from collections.abc import AsyncIterator
@@ -43,6 +45,20 @@ REQUIRE_BROWSER = os.environ.get("REQUIRE_BROWSER") == "1"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "artifacts" / "transcript.png"
 PHONE = {"width": 375, "height": 740}
 WAIT_MS = 15_000
+# Records what a reader saw between two checks (a streamed reply is gone in a second): the text
+# of every message still being written, and every session state shown.
+WATCH_THE_PAGE = """() => {
+  window.seen = { samePage: true, partials: [], states: [] };
+  const status = document.getElementById("session-status");
+  new MutationObserver(() => {
+    for (const el of document.querySelectorAll(".entry-agent.streaming .text")) {
+      window.seen.partials.push(el.textContent);
+    }
+  }).observe(document.getElementById("timeline"),
+             { subtree: true, childList: true, characterData: true });
+  new MutationObserver(() => window.seen.states.push(status.dataset.state))
+    .observe(status, { attributes: true, attributeFilter: ["data-state"] });
+}"""
 
 
 def browser_missing() -> str | None:
@@ -102,6 +118,77 @@ async def running(database: TestDatabase, fake_runtime: FakeAnthropic) -> AsyncI
         await stop()
 
 
+class Proxy:
+    """A loopback TCP relay in front of the app, so a test can cut the browser's connections:
+    `down()` drops every open one and refuses new ones until `up()`."""
+
+    def __init__(self, target: str) -> None:
+        self.target_port = int(target.rsplit(":", 1)[1])
+        self.accepting = True
+        self.transports: set[asyncio.BaseTransport] = set()
+        self.server: asyncio.Server | None = None
+        self.base_url = ""
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.base_url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def close(self) -> None:
+        self.down()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    def down(self) -> None:
+        self.accepting = False
+        for transport in list(self.transports):
+            transport.abort()
+        self.transports.clear()
+
+    def up(self) -> None:
+        self.accepting = True
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.accepting:
+            writer.transport.abort()
+            return
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target_port
+            )
+        except OSError:
+            writer.transport.abort()
+            return
+        pair = (writer.transport, upstream_writer.transport)
+        self.transports.update(pair)
+        try:
+            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        finally:
+            self.transports.difference_update(pair)
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    try:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            sink.close()
+
+
+@pytest.fixture
+async def proxy(running: RunningApp) -> AsyncIterator[Proxy]:
+    relay = Proxy(running.base_url)
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.close()
+
+
 class Setup:
     """An agent that asks before running bash, a session with one finished turn, a token."""
 
@@ -153,37 +240,40 @@ async def open_page(browser: Any, url: str) -> Any:
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 async def test_a_reader_follows_a_session_live_approves_a_tool_and_sends_messages(
-    browser: Any, running: RunningApp
+    browser: Any, running: RunningApp, proxy: Proxy
 ) -> None:
     from playwright.async_api import expect
 
     expect.set_options(timeout=WAIT_MS)
     setup = await session_with_history(running)
-    page = await open_page(browser, f"{setup.page_url}#token={setup.token}")
+    url = proxy.base_url + setup.page_url.removeprefix(running.base_url)
+    page = await open_page(browser, f"{url}#token={setup.token}")
     timeline = page.locator("#timeline")
+    connection = page.locator("#connection")
 
     # The history: the user's message and the agent's answer, in turn 1 with its cost.
-    await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    await expect(connection).to_have_attribute("data-state", "live")
     await expect(timeline.locator(".entry-user").first).to_contain_text("hello there")
     await expect(timeline.locator(".entry-agent").first).to_contain_text("You said: hello there")
     await expect(page.locator('.turn[data-turn="1"] .turn-cost')).to_contain_text("tokens")
     await expect(page.locator('.turn[data-turn="1"] .turn-cost')).to_contain_text("$0.")
     await expect(page.locator("#title")).to_have_text("Greeting")
     assert "token=" not in page.url  # the fragment is dropped once the token is kept
-    await page.evaluate("window.stillTheSamePage = true")
+    await page.evaluate(WATCH_THE_PAGE)
 
     # A streamed reply arrives without reloading: first as a message being written, then final.
     await send(page, "stream this [slow:0.3]")
-    streaming = timeline.locator(".entry-agent.streaming")
-    await expect(streaming).to_have_count(1)
-    await expect(streaming.locator(".text")).to_contain_text("You said")
-    await expect(page.locator("#session-status")).to_have_attribute("data-state", "running")
     final = timeline.locator('.turn[data-turn="2"] .entry-agent')
     await expect(final).to_have_text(re.compile("You said: stream this"))
     await expect(timeline.locator(".entry-agent.streaming")).to_have_count(0)
     await expect(final).to_have_count(1)  # the fragments became the final message, not a copy
     await expect(page.locator("#session-status")).to_have_attribute("data-state", "idle")
-    assert await page.evaluate("window.stillTheSamePage === true")
+    seen = await page.evaluate("window.seen")
+    assert seen["samePage"] is True
+    partial = [text for text in seen["partials"] if text]
+    assert partial and all("You said: stream this".startswith(text) for text in partial), seen
+    assert any(len(text) < len("You said: stream this") for text in partial), seen
+    assert "running" in seen["states"] and seen["states"][-1] == "idle", seen
 
     # A tool that needs approval: a card; Approve continues the turn.
     await send(page, "please run [tool:bash]")
@@ -191,6 +281,9 @@ async def test_a_reader_follows_a_session_live_approves_a_tool_and_sends_message
     await expect(card).to_have_attribute("data-state", "pending")
     await expect(card).to_contain_text("bash")
     await expect(page.locator("#session-status")).to_have_text("Waiting for approval")
+    await send(page, "and then this")  # a turn is running: this one waits in the queue
+    await expect(page.locator("#composer-note")).to_contain_text("Queued")
+    await expect(page.locator("#queued")).to_have_text("1 queued")
     await card.get_by_role("button", name="Approve").click()
     await expect(card).to_have_attribute("data-state", "allow")
     await expect(card.locator(".outcome")).to_contain_text("Approved")
@@ -198,6 +291,10 @@ async def test_a_reader_follows_a_session_live_approves_a_tool_and_sends_message
     await expect(turn3.locator('[data-type="agent.tool_result"]')).to_contain_text("bash ran")
     await expect(turn3.locator(".entry-agent")).to_contain_text("I ran bash. You said: please run")
     await expect(turn3.locator(".turn-cost")).to_contain_text("$0.")
+    turn4 = timeline.locator('.turn[data-turn="4"]')
+    await expect(turn4.locator(".entry-agent .text")).to_have_text("You said: and then this")
+    await expect(page.locator("#session-status")).to_have_attribute("data-state", "idle")
+    await expect(page.locator("#queued")).to_be_hidden()
     await expect(page.locator("#total-cost")).to_contain_text("spent")
 
     # Readable on a phone: nothing wider than the 375 px screen; the controls take the keyboard.
@@ -205,9 +302,20 @@ async def test_a_reader_follows_a_session_live_approves_a_tool_and_sends_message
     await page.locator("#composer-text").focus()
     await page.keyboard.press("Tab")
     assert await page.evaluate("document.activeElement.id") == "send"
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    await page.evaluate("window.scrollTo(0, 0)")  # the sticky header at the top of the picture
-    await page.screenshot(path=str(SCREENSHOT), full_page=True)
+    await screenshot(page)
+
+    # The connection drops: the page says so, and once back it catches up on what it missed.
+    proxy.down()
+    await expect(connection).to_have_attribute("data-state", "lost")
+    await expect(connection).to_contain_text("Connection lost")
+    status, _ = await setup.call("POST", "/messages", json={"text": "while you were away"})
+    assert status == 202
+    proxy.up()
+    await page.evaluate("document.getElementById('reconnect').click()")  # no wait for backoff
+    await expect(connection).to_have_attribute("data-state", "live")
+    turn5 = timeline.locator('.turn[data-turn="5"]')
+    await expect(turn5.locator(".entry-agent .text")).to_have_text("You said: while you were away")
+    await expect(timeline.locator(".entry-user")).to_have_count(5)  # no gap, no duplicate
 
     # Archived through the API: a message from the page is refused and the page says why.
     status, _ = await setup.call("POST", "/archive")
@@ -220,13 +328,13 @@ async def test_a_reader_follows_a_session_live_approves_a_tool_and_sends_message
     await page.reload()  # the token was kept for this tab: no fragment needed any more
     await expect(page.locator("#session-status")).to_have_text("Archived")
     await expect(page.locator("#composer-text")).to_be_disabled()
-    await expect(timeline.locator(".entry-user")).to_have_count(3)
+    await expect(timeline.locator(".entry-user")).to_have_count(5)
 
     # The server goes away: the page says the connection is lost and that it keeps trying.
-    await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    await expect(connection).to_have_attribute("data-state", "live")
     await running.stop_once()  # type: ignore[attr-defined]
-    await expect(page.locator("#connection")).to_have_attribute("data-state", "lost")
-    await expect(page.locator("#connection")).to_contain_text("Connection lost")
+    await expect(connection).to_have_attribute("data-state", "lost")
+    await expect(connection).to_contain_text("Connection lost")
     await expect(page.get_by_role("button", name="Reconnect now")).to_be_visible()
 
 
@@ -259,6 +367,16 @@ async def test_the_page_is_a_shell_served_without_a_token(running: RunningApp) -
         async with http.get(bad) as response:
             assert response.status == 404
             assert (await response.json())["error"]["code"] == "not_found"
+
+
+async def screenshot(page: Any) -> None:
+    """The whole page at phone width, in a viewport as tall as the page, so the sticky header and
+    message box sit where a reader sees them (a full-page capture would float them mid-page)."""
+    height = await page.evaluate("document.documentElement.scrollHeight")
+    await page.set_viewport_size({"width": PHONE["width"], "height": min(height, 6000)})
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOT))
+    await page.set_viewport_size(PHONE)
 
 
 async def send(page: Any, text: str) -> None:
