@@ -194,8 +194,11 @@
     showNotice("error", messages[kind] || message);
     setConnection("closed", "Not connected");
     ui.loading.hidden = true;
-    setComposer(false, kind === "not-found" ? "There is no session to write to." :
-      "Sign in again to send messages.");
+    const notes = {
+      "not-found": "There is no session to write to.",
+      error: "Reload the page to try again.",
+    };
+    setComposer(false, notes[kind] || "Open the page with a valid token to send messages.");
     if (state.wake) state.wake();
   }
 
@@ -243,7 +246,6 @@
   }
 
   function markArchived() {
-    const first = state.status !== "archived";
     state.status = "archived";
     state.waitingApproval = false;
     body.dataset.archived = "true";
@@ -251,7 +253,6 @@
     showNotice("archived", "This session is archived: it is read-only and takes no new messages.");
     setComposer(false, "Archived sessions take no new messages.");
     for (const card of state.cards.values()) if (!card.decided) card.disable();
-    return first;
   }
 
   // -- the timeline ---------------------------------------------------------------------------
@@ -533,6 +534,7 @@
       case "app.error":
         entry("error", event, "Error" + (data.code ? " (" + data.code + ")" : ""),
           textBlock(String(data.message || "Something went wrong.")));
+        if (state.loaded) turnEnded(); // a failed turn may still have been metered
         break;
       case "app.approval_requested":
         approvalCard(event, data);

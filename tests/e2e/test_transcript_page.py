@@ -220,7 +220,9 @@ async def session_with_history(running: RunningApp) -> Setup:
         approval_required_tools=["bash"],
         slack=None,
     )
-    session, _ = await core.create_session(actor, agent.id, text="hello there", title="Greeting")
+    session, _ = await core.create_session(
+        actor, agent.id, text="hello <b>there</b>", title="Greeting"
+    )
     setup = Setup(running, agent.id, session.id)
 
     async def first_turn_done() -> bool:
@@ -253,8 +255,9 @@ async def test_a_reader_follows_a_session_live_approves_a_tool_and_sends_message
 
     # The history: the user's message and the agent's answer, in turn 1 with its cost.
     await expect(connection).to_have_attribute("data-state", "live")
-    await expect(timeline.locator(".entry-user").first).to_contain_text("hello there")
-    await expect(timeline.locator(".entry-agent").first).to_contain_text("You said: hello there")
+    await expect(timeline.locator(".entry-user .text").first).to_have_text("hello <b>there</b>")
+    await expect(timeline.locator(".entry-agent").first).to_contain_text("You said: hello")
+    assert await timeline.locator("b").count() == 0  # event text is text, never markup
     await expect(page.locator('.turn[data-turn="1"] .turn-cost')).to_contain_text("tokens")
     await expect(page.locator('.turn[data-turn="1"] .turn-cost')).to_contain_text("$0.")
     await expect(page.locator("#title")).to_have_text("Greeting")
