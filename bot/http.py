@@ -64,6 +64,14 @@ def signature_problem(
     return None
 
 
+def _dispatchable(body: dict[str, Any]) -> bool:
+    """An `event_callback` must carry an event object with a type, as Bolt assumes."""
+    if body.get("type") != "event_callback":
+        return True
+    event = body.get("event")
+    return isinstance(event, dict) and isinstance(event.get("type"), str)
+
+
 class SlackEdge:
     """Bolt, the clients and the outbox of one process, wired from `Settings`."""
 
@@ -167,10 +175,12 @@ class SlackEdge:
                 query=request.query_string,
                 headers=request.headers,  # type: ignore[arg-type]
             )
-        except (ValueError, TypeError, AttributeError, KeyError):
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
             return json_error(400, "malformed_body", "the body is not a Slack JSON or form payload")
         if not isinstance(bolt_request.body, dict) or not bolt_request.body:
             return json_error(400, "malformed_body", "the body is not a Slack JSON or form payload")
+        if not _dispatchable(bolt_request.body):  # Bolt's middleware would raise on it: a 500
+            return json_error(400, "malformed_body", "the event callback carries no event object")
         if self.bolt is None:
             if bolt_request.body.get("type") == "url_verification":
                 return web.json_response({"challenge": bolt_request.body.get("challenge")})

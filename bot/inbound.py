@@ -14,6 +14,10 @@ from router.types import InboundSlackMessage
 # Subtypes that still carry a human's new message; everything else (message_changed,
 # message_deleted, channel_join, bot_message, ...) is ignored.
 TAKEN_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+# What Slack's ids and timestamps look like; an event carrying anything else (a NUL, say, which
+# PostgreSQL cannot store) is not Slack's to take.
+SLACK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+SLACK_TS = re.compile(r"[0-9]{1,20}\.[0-9]{1,10}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +61,11 @@ def parse_event(
     ts = event.get("ts")
     if not isinstance(channel, str) or not isinstance(ts, str) or not channel or not ts:
         return None
-    text = event.get("text") or ""
+    text = event.get("text")
+    text = text.replace("\x00", "") if isinstance(text, str) else ""  # PostgreSQL refuses NUL
     thread_ts = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else None
+    if not _well_formed(team_id, channel, event["user"], event_id, ts, thread_ts):
+        return None
     is_dm = _is_dm(event, channel)
     is_mention = kind == "app_mention" or mentions(text, me.user_id)
     is_reply = thread_ts is not None and thread_ts != ts
@@ -75,6 +82,15 @@ def parse_event(
         is_dm=is_dm,
         is_mention=is_mention and not is_dm,
     )
+
+
+def _well_formed(
+    team_id: str, channel: str, user: str, event_id: Any, ts: str, thread_ts: str | None
+) -> bool:
+    ids = (team_id, channel, user, event_id) if event_id else (team_id, channel, user)
+    if not all(isinstance(i, str) and SLACK_ID.fullmatch(i) for i in ids):
+        return False
+    return all(SLACK_TS.fullmatch(t) for t in (ts, thread_ts) if t is not None)
 
 
 def _from_a_human(event: dict[str, Any], me: BotIdentity) -> bool:
