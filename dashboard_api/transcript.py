@@ -38,6 +38,7 @@ SHELL = """<!doctype html>
 <meta name="referrer" content="no-referrer">
 <meta name="color-scheme" content="light dark">
 <title>Session transcript</title>
+<link rel="icon" href="data:,">
 <style>{css}</style>
 </head>
 <body data-agent-id="{agent_id}" data-session-id="{session_id}" data-poll-seconds="{poll}">

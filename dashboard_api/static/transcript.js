@@ -50,6 +50,7 @@
     streaming: new Map(), // runtime event id -> entry of an agent message being written
     finals: new Set(), // runtime ids of agent messages already final
     refreshTimer: null,
+    queuedNote: false, // the composer says "Queued" until the queue is empty again
     loaded: false, // history rendered: from now on events are live
     fatal: false,
     attempt: 0,
@@ -239,6 +240,10 @@
     ui.queued.hidden = !showQueued;
     ui.queued.textContent = showQueued ? state.queued + " queued" : "";
     const working = state.status === "running";
+    if (state.queuedNote && state.queued === 0) {
+      state.queuedNote = false; // the message we queued has been sent to the agent
+      if (!ui.text.disabled) setComposer(true, "Sent.");
+    }
     ui.working.hidden = !working;
     ui.working.textContent = state.waitingApproval
       ? "The agent is waiting for a decision on a tool call."
@@ -722,12 +727,14 @@
     try {
       const answer = await api("POST", "/messages", { text });
       ui.text.value = "";
+      const queued = answer.status === "running";
       state.queued = Number(answer.queued) || 0;
-      if (answer.status === "running") setStatus("running");
-      renderStatus();
-      setComposer(true, answer.status === "running"
+      state.queuedNote = queued;
+      setComposer(true, queued
         ? "Queued: it is sent when the current turn ends (" + state.queued + " waiting)."
         : "Sent.");
+      if (queued) setStatus("running");
+      renderStatus();
     } catch (err) {
       if (err.status === 409) markArchived();
       else if (err.status !== 401) setComposer(true, "Not sent: " + err.message, "error");

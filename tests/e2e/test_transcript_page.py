@@ -298,6 +298,7 @@ async def test_a_reader_follows_a_session_live_approves_a_tool_and_sends_message
     await expect(turn4.locator(".entry-agent .text")).to_have_text("You said: and then this")
     await expect(page.locator("#session-status")).to_have_attribute("data-state", "idle")
     await expect(page.locator("#queued")).to_be_hidden()
+    await expect(page.locator("#composer-note")).to_have_text("Sent.")  # no longer "Queued"
     await expect(page.locator("#total-cost")).to_contain_text("spent")
 
     # Readable on a phone: nothing wider than the 375 px screen; the controls take the keyboard.
