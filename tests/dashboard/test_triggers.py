@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy import update
 
+from dashboard_api.openapi import build_spec
 from store.models import Schedule, utcnow
 from tests.conftest import TestDatabase, start_app
 from tests.dashboard.conftest import API_KEY, SECRET, Api, assert_error
@@ -370,3 +371,11 @@ async def test_trigger_runs_page_newest_first_and_refuse_strangers(api: Api) -> 
     assert_error(await api.get(runs(agent["id"]), token=api.other_token), 404)
     assert_error(await api.get(runs(agent["id"]), token=None), 401)
     assert_error(await api.get(runs("agt_missing")), 404)
+
+
+def test_the_delivery_route_is_described_without_a_bearer_token() -> None:
+    operation = build_spec()["paths"]["/webhooks/{endpoint_id}"]["post"]
+    assert operation["security"] == []
+    assert {"202", "200", "400", "401", "404", "413", "422", "429"} <= set(operation["responses"])
+    headers = {p["name"]: p["required"] for p in operation["parameters"] if p["in"] == "header"}
+    assert headers == {"X-Signature": True, "Idempotency-Key": False}
