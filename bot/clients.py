@@ -15,6 +15,7 @@ import aiohttp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -24,10 +25,12 @@ TOKEN_TTL_SECONDS = 300.0
 
 
 def retry_handlers() -> list[Any]:
-    """Connection errors (the SDK's default) and 429 + Retry-After (not on by default)."""
+    """Connection errors (the SDK's default), 429 + Retry-After and 500/503 with backoff (not on
+    by default): an answer must survive a few seconds of Slack trouble, not be dropped."""
     return [
         AsyncConnectionErrorRetryHandler(max_retry_count=1),
         AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+        AsyncServerErrorRetryHandler(max_retry_count=3),
     ]
 
 
@@ -54,6 +57,7 @@ class SlackClients:
         self.session: aiohttp.ClientSession | None = None
         self.bolt_client = make_client(base_url, bot_token)
         self._clients: dict[str, tuple[AsyncWebClient, float]] = {}
+        self._bot_users: dict[str, str] = {}
 
     async def open(self) -> None:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
@@ -71,6 +75,15 @@ class SlackClients:
             return self.bot_token
         bot = await self.installation_store.async_find_bot(enterprise_id=None, team_id=team_id)
         return bot.bot_token if bot is not None else None
+
+    async def bot_user_id(self, team_id: str) -> str | None:
+        """The bot's own user id in the team (`auth.test`, asked once per team)."""
+        if team_id not in self._bot_users:
+            client = await self.client_for(team_id)
+            if client is None:
+                return None
+            self._bot_users[team_id] = (await client.auth_test())["user_id"]
+        return self._bot_users[team_id]
 
     async def client_for(self, team_id: str) -> AsyncWebClient | None:
         """The team's client, or None when the app has no token for it (logged)."""

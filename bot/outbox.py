@@ -28,6 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.cards import approval_blocks, approval_text, escalation_text
 from bot.clients import SlackClients
 from router.ports import TextDelta
+from router.turns import ABANDONED
 from router.types import EventRecord, SlackThread, TurnContext
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def error_text(record: EventRecord) -> str | None:
 
 @dataclass
 class _Job:
-    kind: str  # started | item | ended | notice | react | close
+    kind: str  # started | item | ended | notice | react | close | barrier
     ctx: TurnContext | None = None
     item: Any = None
     thread: SlackThread | None = None
@@ -141,6 +142,9 @@ class _Lane:
     turn: TurnContext | None = None
     replies: dict[str, _Reply] = field(default_factory=dict)
     posted: bool = False
+    # A turn taken over from a runner that stopped (crash, lost lease): the bot's messages in
+    # the thread since the user's message, (ts, text), which that runner may have left unfinished.
+    prior: list[tuple[str, str]] | None = None
 
 
 class SlackOutbox:
@@ -164,6 +168,7 @@ class SlackOutbox:
         self._marked: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._noticed: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._open_streams: Counter[str] = Counter()
+        self._abandoned: set[tuple[str, int]] = set()
         # Called with (session_id, thread) when a scheduled run opens its thread in a channel.
         self.on_thread_opened: Callable[[str, SlackThread], Awaitable[None]] | None = None
 
@@ -182,6 +187,12 @@ class SlackOutbox:
             return
         if isinstance(item, EventRecord) and item.type not in _DELIVERED:
             return
+        if (
+            isinstance(item, EventRecord)
+            and item.type != "agent.message"
+            and item.seq <= ctx.extra.get("replayed_through", 0)
+        ):
+            return  # said by the runner before us, or lost with it: a card is not posted twice
         self._enqueue(thread, _Job("item", ctx=ctx, item=item))
 
     def turn_ended(self, ctx: TurnContext, outcome: str) -> None:
@@ -189,7 +200,19 @@ class SlackOutbox:
         if thread is None:
             return
         self._busy.discard(ctx.session_id)
+        if outcome == ABANDONED:
+            self._abandoned.add((ctx.session_id, ctx.turn))  # what is still queued is dropped
         self._enqueue(thread, _Job("ended", ctx=ctx, text=outcome))
+
+    async def delivered(self, ctx: TurnContext) -> None:
+        """Until what this turn gave the thread so far has been through Slack (the runner keeps
+        the turn unsettled until then, so a crash meanwhile leaves it to the next runner)."""
+        thread = _thread_of(ctx)
+        if thread is None:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(thread, _Job("barrier", ctx=ctx, item=done))
+        await done
 
     # -- from the listeners ---------------------------------------------------------------------
 
@@ -299,8 +322,15 @@ class SlackOutbox:
         if job.kind == "started":
             await self._on_started(lane, job.ctx)
         elif job.kind == "item":
-            await self._on_item(lane, job.ctx, job.item)
-        elif job.kind in ("ended", "close"):
+            if (job.ctx.session_id, job.ctx.turn) not in self._abandoned:
+                await self._on_item(lane, job.ctx, job.item)
+        elif job.kind == "ended":
+            self._abandoned.discard((job.ctx.session_id, job.ctx.turn))
+            await self._on_ended(lane, job.ctx, abandoned=job.text == ABANDONED)
+        elif job.kind == "barrier":
+            if not job.item.done():
+                job.item.set_result(None)
+        elif job.kind == "close":
             await self._on_ended(lane, job.ctx)
         elif job.kind == "notice":
             await self._post(lane, job.text, markdown=False)
@@ -311,6 +341,7 @@ class SlackOutbox:
         lane.turn = ctx
         lane.replies = {}
         lane.posted = False
+        lane.prior = await self._bot_messages_since(lane, ctx) if ctx.extra.get("resumed") else None
         if lane.thread.thread_ts.startswith(PENDING_THREAD):
             await self._open_channel_thread(lane, ctx)
         self._side(lane, "assistant_threads_setStatus", status=THINKING)
@@ -321,6 +352,8 @@ class SlackOutbox:
 
     async def _on_item(self, lane: _Lane, ctx: Any, item: Any) -> None:
         if isinstance(item, TextDelta):
+            if lane.prior is not None:
+                return  # a resumed turn delivers whole answers (see `_complete_prior`)
             reply = lane.replies.get(item.event_id)
             if reply is None:
                 reply = lane.replies[item.event_id] = _Reply(item.event_id)
@@ -358,7 +391,13 @@ class SlackOutbox:
             name = str(item.data.get("name") or "a tool")
             self._side(lane, "assistant_threads_setStatus", status=f"is using {name}…")
 
-    async def _on_ended(self, lane: _Lane, ctx: Any) -> None:
+    async def _on_ended(self, lane: _Lane, ctx: Any, *, abandoned: bool = False) -> None:
+        if abandoned:
+            # Another runner takes the turn over and delivers its answer from the runtime's
+            # history: what the deltas said here must not be posted as well.
+            for reply in list(lane.replies.values()):
+                await self._stop(lane, reply)
+            lane.replies.clear()
         await self._close_replies(lane)
         if lane.turn is not None and not lane.posted:
             self._side(lane, "assistant_threads_setStatus", status="")
@@ -440,7 +479,7 @@ class SlackOutbox:
         """The final text of one agent message: complete what was streamed, or post it."""
         reply = lane.replies.pop(event_id, None)
         if reply is None:
-            if final:
+            if final and not await self._complete_prior(lane, final):
                 await self._post(lane, final)
             return
         await self._flush(lane, reply)
@@ -463,6 +502,49 @@ class SlackOutbox:
             await self._call(lane, "chat_delete", ts=ts)
         for part in parts[len(reply.parts) :]:
             await self._post(lane, part)
+
+    async def _bot_messages_since(self, lane: _Lane, ctx: Any) -> list[tuple[str, str]]:
+        """The bot's messages in the thread after the user's message (best effort: none when
+        Slack cannot tell, and the answer is then posted as usual)."""
+        client = await self.clients.client_for(lane.thread.team_id)
+        if client is None or lane.thread.thread_ts.startswith(PENDING_THREAD):
+            return []
+        after = float(ctx.slack_message_ts or lane.thread.thread_ts)
+        try:
+            me = await self.clients.bot_user_id(lane.thread.team_id)
+            answer = await client.conversations_replies(
+                channel=lane.thread.channel_id, ts=lane.thread.thread_ts, limit=200
+            )
+        except SLACK_ERRORS as exc:
+            log.warning(
+                "cannot read the thread of a resumed turn",
+                extra={**self._log_extra(lane), "error": _describe(exc)},
+            )
+            return []
+        return [
+            (str(m["ts"]), str(m.get("text") or ""))
+            for m in answer.get("messages") or []
+            if m.get("user") == me and float(m.get("ts") or 0) > after
+        ]
+
+    async def _complete_prior(self, lane: _Lane, final: str) -> bool:
+        """In a resumed turn: when the runner before us already posted this answer, or began to
+        stream it and stopped (killed), complete that message instead of posting it again."""
+        for ts, text in reversed(lane.prior or []):
+            if not text or not final.startswith(text):
+                continue
+            lane.prior.remove((ts, text))  # type: ignore[union-attr]
+            lane.posted = True
+            if text == final:
+                await self._call(lane, "chat_stopStream", level=logging.INFO, ts=ts)
+                return True
+            rest = final[len(text) :]
+            if await self._call(
+                lane, "chat_stopStream", level=logging.INFO, ts=ts, markdown_text=rest
+            ):
+                return True
+            return await self._call(lane, "chat_update", ts=ts, markdown_text=final)
+        return False
 
     async def _open_channel_thread(self, lane: _Lane, ctx: Any) -> None:
         """A schedule's session names a channel: its answer starts a new message there, and that

@@ -7,7 +7,12 @@ error, release the session, and go on with the next queued message.
 
 Crash safety: a message is marked `sending` before it is sent; a runner that takes over a session
 (lease expired) catches the mirror up with the runtime's history and sends the message only if
-the runtime never got it. The lease is renewed while the turn runs.
+the runtime never got it, and replays to the observers what the runner before it mirrored of
+the turn (the Slack outbox completes in the thread what that runner began). The lease is renewed
+while the turn runs; a runner that cannot renew it in time, or finds the session held by another,
+stops driving the turn (it sends, mirrors and delivers nothing more: the mirror is fenced by
+runner id), and a turn the database drops mid-way is abandoned the same way, to be taken over.
+A turn is settled only once its answer is delivered, so a crash before that loses nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from store import events as events_store
 from store import queue as queue_store
 from store import sessions as sessions_store
 from store import triggers as triggers_store
+from store.db import is_unavailable
 from store.events import NewEvent
 from store.ids import new_id
 from store.models import utcnow
@@ -52,12 +58,25 @@ ESCALATE_TOOL = {
 }
 
 _END = object()
+_LEASE_LOST = object()
+
+
+class LeaseLost(Exception):
+    """This runner may no longer drive the turn (see `TurnRunner._keep_lease`)."""
+
+
 FAILED_OUTCOMES = ("error", "timeout", "terminated", "retries_exhausted")
+# A turn this runner stopped driving (lease lost, database unreachable): nothing is settled,
+# and the runner that takes the session over next reconciles with the runtime.
+ABANDONED = "abandoned"
 SEND_ATTEMPTS = 3
 
 
 class TurnObserver(Protocol):
-    """Follows turns (the Slack outbox). Calls must return quickly: queue work, don't do it."""
+    """Follows turns (the Slack outbox). Calls must return quickly: queue work, don't do it.
+
+    An observer may also have `async def delivered(ctx)`, which returns once what it was given
+    of the turn is delivered: the runner waits for it (bounded) before it settles the turn."""
 
     def turn_started(self, ctx: TurnContext) -> None: ...
 
@@ -98,6 +117,7 @@ class TurnRunner:
         approval_timeout: float = 24 * 3600.0,
         lease_seconds: float = 30.0,
         recover_every: float = 5.0,
+        delivery_timeout: float = 60.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
@@ -110,6 +130,7 @@ class TurnRunner:
         self.approval_timeout = approval_timeout
         self.lease_seconds = lease_seconds
         self.recover_every = recover_every
+        self.delivery_timeout = delivery_timeout
         self.clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
@@ -196,6 +217,9 @@ class TurnRunner:
         return self.clock() + timedelta(seconds=self.lease_seconds)
 
     async def _run_one_turn(self, session_id: str) -> bool:
+        """One turn of the session, if this runner can claim it; False when there was nothing
+        to run here (not claimed, or the turn was abandoned to another runner)."""
+        lease_from = asyncio.get_running_loop().time()
         async with self.db.begin() as s:
             if not await sessions_store.claim_turn(
                 s, session_id, runner_id=self.runner_id, lease_until=self._lease()
@@ -242,44 +266,125 @@ class TurnRunner:
         )
         log.info("turn started", extra={"session_id": session_id, "turn": ctx.turn})
         self._notify("turn_started", ctx)
-        renew = asyncio.create_task(self._renew_lease(session_id))
+        ctx.extra["lease_gone"] = asyncio.Event()
+        renew = asyncio.create_task(self._keep_lease(session_id, ctx, lease_from))
         outcome = TurnOutcome("error")
         try:
-            outcome = await self._turn(ctx, row, agent, message)
-        except RuntimeFailure as exc:
-            await self._report_error(ctx, exc.code, exc.message)
+            outcome = await self._drive(ctx, row, agent, message)
+            if outcome.reason != ABANDONED:
+                await self._await_delivery(ctx)
+                if ctx.extra.get("lease_lost"):
+                    outcome = TurnOutcome(ABANDONED)
         except asyncio.CancelledError:
             outcome = TurnOutcome("shutdown")
             raise
-        except Exception as exc:
-            log.exception("turn failed", extra={"session_id": session_id})
-            await self._report_error(
-                ctx, "internal_error", f"The turn failed: {type(exc).__name__}"
-            )
         finally:
             renew.cancel()
             if outcome.reason != "shutdown":
-                await self._charge(ctx)
-                async with self.db.begin() as s:
-                    if ctx.extra.get("delivered"):
-                        await queue_store.mark_sent(s, message.id)
-                    else:
-                        await queue_store.mark_failed(s, message.id)
-                    if ctx.source in ("schedule", "webhook"):
-                        failed = outcome.reason in FAILED_OUTCOMES
-                        await triggers_store.finish_runs_of_session(
-                            s,
-                            session_id,
-                            status="error" if failed else "ok",
-                            error=ctx.extra.get("error") if failed else None,
-                        )
-                    await sessions_store.release_turn(s, session_id, runner_id=self.runner_id)
-                self._notify("turn_ended", ctx, outcome.reason)
-                log.info(
-                    "turn finished",
-                    extra={"session_id": session_id, "turn": ctx.turn, "outcome": outcome.reason},
+                outcome = await self._end_turn(ctx, message, outcome)
+        return outcome.reason != ABANDONED
+
+    async def _drive(self, ctx: TurnContext, row: Any, agent: Any, message: Any) -> TurnOutcome:
+        """The turn, with its failures turned into outcomes: an error the thread is told about,
+        or abandoned when the database is out of reach (another runner resumes it later)."""
+        try:
+            return await self._turn(ctx, row, agent, message)
+        except LeaseLost:
+            return TurnOutcome(ABANDONED)
+        except RuntimeFailure as exc:
+            return await self._failed(ctx, exc.code, exc.message)
+        except Exception as exc:
+            if is_unavailable(exc):
+                return TurnOutcome(ABANDONED)
+            log.exception("turn failed", extra={"session_id": ctx.session_id})
+            return await self._failed(
+                ctx, "internal_error", f"The turn failed: {type(exc).__name__}"
+            )
+
+    async def _await_delivery(self, ctx: TurnContext) -> None:
+        """Keep the turn, and its lease, until the observers have delivered it (the answer is in
+        the Slack thread): when this process dies before, the turn is not settled, and the
+        runner that takes it over replays it; settled, nobody would ever post that answer."""
+        waits = [
+            hook(ctx) for observer in self.observers if (hook := getattr(observer, "delivered", 0))
+        ]
+        if not waits:
+            return
+        delivery = asyncio.ensure_future(asyncio.gather(*waits, return_exceptions=True))
+        lease_gone = asyncio.ensure_future(ctx.extra["lease_gone"].wait())
+        try:
+            await asyncio.wait(
+                {delivery, lease_gone},
+                timeout=self.delivery_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            lease_gone.cancel()
+        if not delivery.done():
+            delivery.cancel()
+            if not ctx.extra.get("lease_lost"):
+                log.warning(
+                    "turn settled before its delivery was done",
+                    extra={"session_id": ctx.session_id, "timeout": self.delivery_timeout},
                 )
-        return True
+
+    async def _failed(self, ctx: TurnContext, code: str, message: str) -> TurnOutcome:
+        try:
+            await self._report_error(ctx, code, message)
+        except LeaseLost:
+            return TurnOutcome(ABANDONED)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            return TurnOutcome(ABANDONED)
+        return TurnOutcome("error")
+
+    async def _end_turn(self, ctx: TurnContext, message: Any, outcome: TurnOutcome) -> TurnOutcome:
+        """Settle the turn: charge, mark the message, finish trigger runs, release the session.
+
+        An abandoned turn settles nothing: the lease is left to run out, and whoever takes the
+        session over next (this process or another) reconciles with the runtime's history."""
+        session_id = ctx.session_id
+        if outcome.reason != ABANDONED:
+            try:
+                await self._settle(ctx, message, outcome)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                outcome = TurnOutcome(ABANDONED)
+        self._notify("turn_ended", ctx, outcome.reason)
+        if outcome.reason == ABANDONED:
+            log.warning(
+                "turn abandoned: the session is taken over once its lease runs out",
+                extra={
+                    "session_id": session_id,
+                    "turn": ctx.turn,
+                    "reason": ctx.extra.get("lease_lost", "database unavailable"),
+                },
+            )
+        else:
+            log.info(
+                "turn finished",
+                extra={"session_id": session_id, "turn": ctx.turn, "outcome": outcome.reason},
+            )
+        return outcome
+
+    async def _settle(self, ctx: TurnContext, message: Any, outcome: TurnOutcome) -> None:
+        await self._charge(ctx)
+        async with self.db.begin() as s:
+            if ctx.extra.get("delivered"):
+                await queue_store.mark_sent(s, message.id)
+            else:
+                await queue_store.mark_failed(s, message.id)
+            if ctx.source in ("schedule", "webhook"):
+                failed = outcome.reason in FAILED_OUTCOMES
+                await triggers_store.finish_runs_of_session(
+                    s,
+                    ctx.session_id,
+                    status="error" if failed else "ok",
+                    error=ctx.extra.get("error") if failed else None,
+                )
+            await sessions_store.release_turn(s, ctx.session_id, runner_id=self.runner_id)
 
     async def _charge(self, ctx: TurnContext) -> None:
         usage: TurnUsage = ctx.extra["usage"]
@@ -308,16 +413,64 @@ class TurnRunner:
             elif record.type == "session.status_idle":
                 ctx.extra["idle_at"] = _parse_time(record.data.get("processed_at"))
 
-    async def _renew_lease(self, session_id: str) -> None:
+    async def _keep_lease(self, session_id: str, ctx: TurnContext, held_from: float) -> None:
+        """Renew the lease every third of it. The turn may act (send to the runtime, mirror,
+        deliver) only until `lease_deadline`, a third of a lease before anybody else may claim
+        the session; when a renewal has not come back by then, or another runner holds the
+        session, the turn is told to stop (`lease_lost`), because two runners must never drive
+        one turn: each would send and answer. Renewals run as tasks of their own, so stopping
+        never cancels a statement halfway (that leaves an asyncpg connection unusable)."""
+        loop = asyncio.get_running_loop()
+        period = self.lease_seconds / 3
+        ctx.extra["lease_deadline"] = held_from + self.lease_seconds - period
         while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            try:
-                async with self.db.begin() as s:
-                    await sessions_store.renew_lease(
-                        s, session_id, runner_id=self.runner_id, lease_until=self._lease()
-                    )
-            except Exception:
-                log.warning("lease renewal failed", extra={"session_id": session_id}, exc_info=True)
+            deadline = ctx.extra["lease_deadline"]
+            await asyncio.sleep(max(0.0, min(period, deadline - loop.time())))
+            asked_at = loop.time()
+            renewal = asyncio.ensure_future(self._renew(session_id))
+            await asyncio.wait({renewal}, timeout=max(0.0, deadline - asked_at))
+            if not renewal.done():
+                renewal.add_done_callback(_quiet_result)
+                return self._lose_lease(ctx, "the lease could not be renewed in time")
+            if renewal.exception() is not None:
+                log.warning(
+                    "lease renewal failed",
+                    extra={"session_id": session_id, "error": repr(renewal.exception())},
+                )
+                if loop.time() < deadline:
+                    continue
+                return self._lose_lease(ctx, "the lease could not be renewed in time")
+            if not renewal.result():
+                return self._lose_lease(ctx, "another runner holds the session")
+            ctx.extra["lease_deadline"] = asked_at + self.lease_seconds - period
+
+    async def _renew(self, session_id: str) -> bool:
+        """True while the lease is ours (an archived session stays ours: nobody takes it)."""
+        async with self.db.begin() as s:
+            if await sessions_store.renew_lease(
+                s, session_id, runner_id=self.runner_id, lease_until=self._lease()
+            ):
+                return True
+            row = await sessions_store.get_session(s, session_id)
+            return row is not None and row.runner_id == self.runner_id
+
+    @staticmethod
+    def _lose_lease(ctx: TurnContext, reason: str) -> None:
+        ctx.extra["lease_lost"] = reason
+        ctx.extra["lease_gone"].set()
+        queue = ctx.extra.get("queue")
+        if queue is not None:
+            queue.put_nowait(_LEASE_LOST)  # wake the turn up if it waits on the runtime
+
+    @staticmethod
+    def _check_lease(ctx: TurnContext) -> None:
+        """Raise `LeaseLost` when the turn may no longer act (see `_keep_lease`)."""
+        deadline = ctx.extra.get("lease_deadline")
+        if ctx.extra.get("lease_lost") or (
+            deadline is not None and asyncio.get_running_loop().time() > deadline
+        ):
+            ctx.extra.setdefault("lease_lost", "the lease ran out")
+            raise LeaseLost(ctx.extra["lease_lost"])
 
     async def _turn(self, ctx: TurnContext, row: Any, agent: Any, message: Any) -> TurnOutcome:
         runtime_session = row.anthropic_session_id or await self._ensure_runtime_session(row, agent)
@@ -375,11 +528,16 @@ class TurnRunner:
                 last_seen = await events_store.runtime_time_at(
                     s, ctx.session_id, message.mirror_seq_at_send or 0
                 )
+                mirrored, _more = await events_store.list_events(
+                    s, ctx.session_id, after=message.mirror_seq_at_send or 0, limit=1000
+                )
+            self._replay(ctx, [record_of(ctx.session_id, row) for row in mirrored])
         attempt = 0
         sent = False
         while True:
             async with self.runtime.stream(runtime_session) as stream:
                 queue: asyncio.Queue[Any] = asyncio.Queue()
+                ctx.extra["queue"] = queue
                 reader = asyncio.create_task(_pump(stream, queue))
                 try:
                     if resumed or attempt > 0:
@@ -405,6 +563,16 @@ class TurnRunner:
             )
             await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
 
+    def _replay(self, ctx: TurnContext, records: list[EventRecord]) -> None:
+        """A takeover: what the runner before us mirrored of this turn may never have reached
+        the observers (it died in between), so they get it again, marked `replayed_through`;
+        the Slack outbox completes in the thread what was begun instead of saying it twice."""
+        if not records:
+            return
+        ctx.extra["replayed_through"] = records[-1].seq
+        for record in records:
+            self._notify("turn_item", ctx, record)
+
     async def _was_sent(self, ctx: TurnContext, message: Any, backlog: list[RuntimeEvent]) -> bool:
         """After a takeover: did the runtime get this message before the crash? `backlog` holds
         only events after the last one mirrored before the send, so a match is this message."""
@@ -422,6 +590,7 @@ class TurnRunner:
         """Send once; on a retryable failure look in the runtime's history before sending again
         (a send that timed out may have landed: the endpoint has no idempotency key)."""
         for attempt in range(SEND_ATTEMPTS):
+            self._check_lease(ctx)
             try:
                 await self.runtime.send_user_message(runtime_session, content)
                 break
@@ -451,6 +620,7 @@ class TurnRunner:
             batch = [await queue.get()]
             while not queue.empty():
                 batch.append(queue.get_nowait())
+            self._check_lease(ctx)
             ended = False
             events: list[RuntimeEvent] = []
             outcome: TurnOutcome | None = None
@@ -504,6 +674,7 @@ class TurnRunner:
                 continue
             if use.get("type") == "agent.custom_tool_use":
                 text, is_error = await self._run_custom_tool(ctx, event_id, use)
+                self._check_lease(ctx)
                 await self.runtime.send_events(
                     runtime_session,
                     [
@@ -571,16 +742,23 @@ class TurnRunner:
         return f"No tool named {name!r} is available.", True
 
     async def _mirror(self, ctx: TurnContext, events: list[RuntimeEvent]) -> list[EventRecord]:
-        async with self.db.begin() as s:
-            rows = await events_store.append_events(
-                s,
-                ctx.session_id,
-                [NewEvent(e.id, e.type, e.data, e.processed_at) for e in events],
-            )
+        try:
+            async with self.db.begin() as s:
+                rows = await events_store.append_events(
+                    s,
+                    ctx.session_id,
+                    [NewEvent(e.id, e.type, e.data, e.processed_at) for e in events],
+                    runner_id=self.runner_id,
+                )
+        except events_store.NotTheRunner:
+            self._lose_lease(ctx, "another runner holds the session")
+            raise LeaseLost(ctx.extra["lease_lost"]) from None
         records = [record_of(ctx.session_id, r) for r in rows]
         self._meter(ctx, records)
         if records:
             self.bus.publish(ctx.session_id, records)
+            # Lost meanwhile: the runner taking over replays these from the mirror.
+            self._check_lease(ctx)
             for record in records:
                 self._notify("turn_item", ctx, record)
         return records
@@ -666,6 +844,11 @@ def _text_of(data: dict[str, Any]) -> str:
         for block in data.get("content") or []
         if isinstance(block, dict) and block.get("type") == "text"
     )
+
+
+def _quiet_result(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.info("a late lease renewal failed", extra={"error": repr(task.exception())})
 
 
 async def _pump(stream: Any, queue: asyncio.Queue[Any]) -> None:

@@ -20,20 +20,32 @@ class NewEvent:
     created_at: datetime | None = None
 
 
+class NotTheRunner(Exception):
+    """Another runner holds the session now: a runner whose lease ran out must not write."""
+
+
 async def append_events(
-    db: DbSession, session_id: str, events: list[NewEvent]
+    db: DbSession, session_id: str, events: list[NewEvent], *, runner_id: str | None = None
 ) -> list[SessionEvent]:
     """Mirror events in order; returns only those not mirrored before, with their new seq.
 
     The session row is locked (PostgreSQL `FOR UPDATE`; SQLite has one writer) while seq is
-    assigned, so concurrent appenders never produce a gap or a duplicate seq."""
+    assigned, so concurrent appenders never produce a gap or a duplicate seq. With `runner_id`,
+    raises `NotTheRunner` unless that runner holds the session (a fence for stale runners)."""
     if not events:
         return []
-    last = await db.scalar(
-        select(AgentSession.last_event_seq).where(AgentSession.id == session_id).with_for_update()
-    )
-    if last is None:
+    row = (
+        await db.execute(
+            select(AgentSession.last_event_seq, AgentSession.runner_id)
+            .where(AgentSession.id == session_id)
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
         raise LookupError(f"no session {session_id}")
+    last, holder = row
+    if runner_id is not None and holder != runner_id:
+        raise NotTheRunner(session_id)
     ids = list({e.runtime_event_id for e in events})
     known = set(
         await db.scalars(

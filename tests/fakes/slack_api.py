@@ -426,6 +426,24 @@ class FakeSlack:
         names.remove(args.get("name", ""))
         return {"ok": True}
 
+    def _m_conversations_replies(self, team: Team, args: dict[str, Any]) -> dict[str, Any]:
+        """The bot's messages of a thread (the fake keeps no user messages), oldest first."""
+        channel, thread_ts = args.get("channel"), args.get("ts")
+        if not channel or not thread_ts:
+            return {"ok": False, "error": "invalid_arguments"}
+        messages = [
+            {
+                "type": "message",
+                "ts": m.ts,
+                "thread_ts": m.thread_ts,
+                "text": m.text,
+                "user": m.user,
+                "bot_id": team.bot_id if m.user == team.bot_user_id else None,
+            }
+            for m in self.thread(channel, thread_ts)
+        ]
+        return {"ok": True, "messages": messages, "has_more": False}
+
     def _m_conversations_members(self, team: Team, args: dict[str, Any]) -> dict[str, Any]:
         members = self.members.get(args.get("channel", ""), [])
         return {"ok": True, "members": members, "response_metadata": {"next_cursor": ""}}
