@@ -21,7 +21,7 @@ from router.errors import (
     SessionNotFound,
 )
 from router.ports import AgentRuntime
-from router.turns import TurnRunner, record_of, spec_of
+from router.turns import TurnRunner, append_app_event, record_of, spec_of
 from router.types import (
     Actor,
     AgentView,
@@ -277,7 +277,12 @@ class SessionService:
         async with self.db.begin() as s:
             row = await self._session_row(s, actor, agent_id, session_id)
             was_running = row.status == "running"
-            await sessions_store.archive_session(s, session_id)
+            archived_now = await sessions_store.archive_session(s, session_id)
+        if archived_now:
+            # An event of its own, so live watchers (the transcript page) see it at once.
+            await append_app_event(
+                self.runner, session_id, "app.session_archived", {"by": actor.user_id}
+            )
         if was_running and row.anthropic_session_id:
             try:
                 await self.runtime.send_events(

@@ -548,6 +548,11 @@
         entry("escalation", event, "Escalated to a human",
           textBlock(String(data.reason || "The agent asked for a human.")));
         break;
+      case "app.session_archived":
+        entry("status", event, "Archived" + (data.by ? " by " + data.by : ""),
+          textBlock("The session is read-only from here on."));
+        markArchived();
+        break;
       case "span.model_request_start":
         break; // its end carries what a reader wants: the tokens
       case "span.model_request_end":

@@ -321,11 +321,11 @@ async def test_a_reader_follows_a_session_live_approves_a_tool_and_sends_message
     await expect(turn5.locator(".entry-agent .text")).to_have_text("You said: while you were away")
     await expect(timeline.locator(".entry-user")).to_have_count(5)  # no gap, no duplicate
 
-    # Archived through the API: a message from the page is refused and the page says why.
+    # Archived through the API: the page hears it live (an `app.session_archived` event) and
+    # turns read-only without a reload.
     status, _ = await setup.call("POST", "/archive")
     assert status == 200
-    if await page.locator("#composer-text").is_enabled():  # else the page's own poll saw it
-        await send(page, "anyone there?")
+    await expect(timeline.locator('[data-type="app.session_archived"]')).to_contain_text("Archived")
     await expect(page.locator("#notice")).to_contain_text("archived")
     await expect(page.locator("#composer-text")).to_be_disabled()
     await expect(page.locator("#send")).to_be_disabled()

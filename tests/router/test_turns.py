@@ -120,6 +120,8 @@ async def test_archived_session_refuses_messages_and_sends_nothing(running, fake
         await core.post_message(ACTOR, agent_id, session.id, text="anyone?")
     again = await core.archive(ACTOR, agent_id, session.id)
     assert again.status == "archived" and again.archived_at == archived.archived_at
+    events = await _all_events(core, agent_id, session.id)
+    assert [e.type for e in events].count("app.session_archived") == 1, "said once, live"
     assert len(fake_runtime.sent_events(event_type="user.message")) == sends_before
 
 
