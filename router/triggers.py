@@ -213,12 +213,19 @@ class Triggers:
             due = await triggers_store.due_schedules(s, now)
         fired = 0
         for schedule in due:
-            following = next_fire(schedule.cron, schedule.timezone, now)
-            if await self._fire(schedule, seen_next=schedule.next_fire_at, new_next=following):
-                fired += 1
+            try:
+                following: datetime | None = next_fire(schedule.cron, schedule.timezone, now)
+            except Exception:  # croniter: no occurrence left (a year field that has passed)
+                log.info("schedule has no later occurrence", extra={"schedule_id": schedule.id})
+                following = None
+            try:
+                if await self._fire(schedule, seen_next=schedule.next_fire_at, new_next=following):
+                    fired += 1
+            except Exception:  # one broken schedule must not stop the others from firing
+                log.exception("schedule fire failed", extra={"schedule_id": schedule.id})
         return fired
 
-    async def _fire(self, schedule: Any, *, seen_next: datetime, new_next: datetime) -> bool:
+    async def _fire(self, schedule: Any, *, seen_next: datetime, new_next: datetime | None) -> bool:
         now = self.clock()
         async with self.db.begin() as s:
             if not await triggers_store.claim_fire(

@@ -76,7 +76,12 @@ async def due_schedules(db: DbSession, now: datetime, *, limit: int = 100) -> li
 
 
 async def claim_fire(
-    db: DbSession, schedule_id: str, *, seen_next: datetime, new_next: datetime, now: datetime
+    db: DbSession,
+    schedule_id: str,
+    *,
+    seen_next: datetime,
+    new_next: datetime | None,
+    now: datetime,
 ) -> bool:
     """Move the schedule past this fire; True only for the one process that moved it."""
     result = await db.execute(

@@ -158,3 +158,29 @@ async def test_refused_webhook_deliveries_create_nothing(database, running):
         )
     assert await _count(database, AgentSession) == 0
     assert await _count(database, AgentTriggerRun) == 0
+
+
+async def test_a_schedule_past_its_last_occurrence_fires_once_and_does_not_stop_others(
+    database, running
+):
+    agent_id = await deploy(running.services.core)
+    triggers = running.services.triggers
+    ending = await triggers.create_schedule(
+        ACTOR, agent_id, cron="0 0 1 1 * 0 2030", timezone="UTC", input_text="last one"
+    )
+    other = await triggers.create_schedule(
+        ACTOR, agent_id, cron="* * * * *", timezone="UTC", input_text="every minute"
+    )
+    await _make_due(database, ending.id, minutes_ago=2)
+    await _make_due(database, other.id, minutes_ago=1)
+    # its next occurrence after now exists (2030); move the clock past it
+    from datetime import UTC, datetime
+
+    triggers.clock = lambda: datetime(2031, 1, 1, tzinfo=UTC)
+    try:
+        assert await triggers.fire_due() == 2
+    finally:
+        triggers.clock = utcnow
+    schedules = {s.id: s for s in await triggers.list_schedules(ACTOR, agent_id)}
+    assert schedules[ending.id].next_fire_at is None
+    assert await triggers.fire_due() == 0
