@@ -23,13 +23,18 @@ from router.sessions import SessionService
 log = logging.getLogger(__name__)
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """A payload part that should be an object (a forged or odd payload may hold anything)."""
+    return value if isinstance(value, dict) else {}
+
+
 async def decide_from_click(
     core: SessionService, clients: SlackClients, body: dict[str, Any], action: dict[str, Any]
 ) -> None:
-    user = (body.get("user") or {}).get("id") or ""
-    team = (body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id") or ""
-    channel = (body.get("channel") or {}).get("id") or ""
-    message_ts = (body.get("message") or {}).get("ts") or ""
+    user = str(_obj(body.get("user")).get("id") or "")
+    team = str(_obj(body.get("team")).get("id") or _obj(body.get("user")).get("team_id") or "")
+    channel = str(_obj(body.get("channel")).get("id") or "")
+    message_ts = str(_obj(body.get("message")).get("ts") or "")
     client = await clients.client_for(team)
     if client is None or not (user and channel and message_ts):
         log.warning("approval click without a usable channel or token", extra={"team_id": team})
