@@ -51,7 +51,7 @@ from runtime.scripted import parse_script  # noqa: E402
 from store.db import make_engine  # noqa: E402
 from store.models import AgentSession, SessionEvent, SessionInbox, SlackEventReceipt  # noqa: E402
 from tests.fakes.anthropic_api import FakeAnthropic  # noqa: E402
-from tests.fakes.slack_api import Fault, FakeSlack, Message, event_envelope, sign  # noqa: E402
+from tests.fakes.slack_api import FakeSlack, Fault, Message, event_envelope, sign  # noqa: E402
 
 SIGNING_SECRET = "bench-signing-secret"
 JWT_SECRET = "bench-jwt-secret-of-at-least-32-bytes!"
@@ -339,9 +339,7 @@ class Replicas:
     def __init__(self, count: int, env: dict[str, str], workdir: Path) -> None:
         self.env = env
         self.workdir = workdir
-        self.items = [
-            Replica(i, free_port(), workdir / f"app{i}.log") for i in range(count)
-        ]
+        self.items = [Replica(i, free_port(), workdir / f"app{i}.log") for i in range(count)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -418,7 +416,9 @@ class Replicas:
         """Turns each replica finished, from its log (a killed one counts what it finished)."""
         counts = []
         for replica in self.items:
-            text_ = replica.log_path.read_text(errors="replace") if replica.log_path.exists() else ""
+            text_ = (
+                replica.log_path.read_text(errors="replace") if replica.log_path.exists() else ""
+            )
             counts.append(text_.count('"msg": "turn finished"'))
         return counts
 
@@ -612,6 +612,7 @@ class SlackSender:
         self._round_robin = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self.http: aiohttp.ClientSession | None = None
+        self.sent = asyncio.Event()  # set at each first delivery of an event
 
     async def __aenter__(self) -> SlackSender:
         self.http = aiohttp.ClientSession(
@@ -678,6 +679,7 @@ class SlackSender:
         for envelope in message.events:
             target = next(self._round_robin) % len(self.replicas)
             self.stats.originals += 1
+            self.sent.set()
             if self.rng.random() < self.retry_share:
                 message.retried = True
                 self.stats.deliberate_retries += 1
@@ -818,9 +820,7 @@ class Tally:
         return f"reply p50 {statistics.median(values):.0f} ms p99 {p99:.0f} ms"
 
 
-async def tally(
-    engine: Any, slack: BenchSlack, anthropic: FakeAnthropic, plan: LoadPlan
-) -> Tally:
+async def tally(engine: Any, slack: BenchSlack, anthropic: FakeAnthropic, plan: LoadPlan) -> Tally:
     """What each thread shows, what the database holds, what the runtime was sent."""
     result = Tally(plan.threads, len(plan.messages))
     threads = slack.threads()
@@ -934,7 +934,8 @@ class Cluster:
 
     async def until_progress(self, share: float) -> None:
         while self.progress() < share:
-            await asyncio.sleep(0.05)
+            self.sender.sent.clear()
+            await self.sender.sent.wait()
 
 
 @dataclass
@@ -1004,16 +1005,12 @@ async def run_scenario(
         async with SlackSender(
             replicas, rate=scenario.rate, retry_share=scenario.retry_share
         ) as sender:
-            cluster = Cluster(
-                replicas, slack, anthropic, sender, plan, engine, restart_postgres
-            )
+            cluster = Cluster(replicas, slack, anthropic, sender, plan, engine, restart_postgres)
             chaos_task = asyncio.create_task(chaos(cluster)) if chaos else None
             stats = await sender.run(plan)
             if chaos_task is not None:
                 await chaos_task
-        answered_at = await settle(
-            engine, slack, anthropic, plan, timeout=scenario.settle_timeout
-        )
+        answered_at = await settle(engine, slack, anthropic, plan, timeout=scenario.settle_timeout)
         result = await tally(engine, slack, anthropic, plan)
         return Outcome(
             plan=plan,

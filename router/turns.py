@@ -161,8 +161,14 @@ class TurnRunner:
                     pass
                 if session_id not in self._again:
                     break
-        except Exception:
-            log.exception("turn runner failed", extra={"session_id": session_id})
+        except Exception as exc:
+            if not is_unavailable(exc):
+                log.exception("turn runner failed", extra={"session_id": session_id})
+            else:  # a recovery pass takes the session up again
+                log.warning(
+                    "turn runner stopped: database unavailable",
+                    extra={"session_id": session_id, "error": repr(exc)[:300]},
+                )
         finally:
             if self._tasks.get(session_id) is asyncio.current_task():
                 del self._tasks[session_id]
@@ -312,16 +318,20 @@ class TurnRunner:
             return
         delivery = asyncio.ensure_future(asyncio.gather(*waits, return_exceptions=True))
         lease_gone = asyncio.ensure_future(ctx.extra["lease_gone"].wait())
+        delivered = False
         try:
             await asyncio.wait(
                 {delivery, lease_gone},
                 timeout=self.delivery_timeout,
                 return_when=asyncio.FIRST_COMPLETED,
             )
+            delivered = delivery.done()
         finally:
             lease_gone.cancel()
-        if not delivery.done():
-            delivery.cancel()
+            if not delivery.done():
+                delivery.cancel()
+                delivery.add_done_callback(_quiet_result)
+        if not delivered:
             if not ctx.extra.get("lease_lost"):
                 log.warning(
                     "turn settled before its delivery was done",
@@ -428,9 +438,12 @@ class TurnRunner:
             await asyncio.sleep(max(0.0, min(period, deadline - loop.time())))
             asked_at = loop.time()
             renewal = asyncio.ensure_future(self._renew(session_id))
-            await asyncio.wait({renewal}, timeout=max(0.0, deadline - asked_at))
+            try:
+                await asyncio.wait({renewal}, timeout=max(0.0, deadline - asked_at))
+            finally:
+                if not renewal.done():  # left to finish on its own (see above)
+                    renewal.add_done_callback(_quiet_result)
             if not renewal.done():
-                renewal.add_done_callback(_quiet_result)
                 return self._lose_lease(ctx, "the lease could not be renewed in time")
             if renewal.exception() is not None:
                 log.warning(
@@ -847,8 +860,9 @@ def _text_of(data: dict[str, Any]) -> str:
 
 
 def _quiet_result(task: asyncio.Future[Any]) -> None:
+    """Done callback of work nobody waits for any more: its failure is a log line."""
     if not task.cancelled() and task.exception() is not None:
-        log.info("a late lease renewal failed", extra={"error": repr(task.exception())})
+        log.info("late work failed", extra={"error": repr(task.exception())})
 
 
 async def _pump(stream: Any, queue: asyncio.Queue[Any]) -> None:

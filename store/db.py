@@ -125,6 +125,8 @@ def is_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sa_exc.OperationalError) and "database is locked" in str(exc):
         return True  # SQLite: another writer held the file longer than busy_timeout
+    if "another operation is in progress" in str(exc):
+        return True  # asyncpg: a connection left mid-operation when PostgreSQL went away
     sqlstate = getattr(exc.orig, "sqlstate", None) or ""
     return sqlstate[:2] in _UNAVAILABLE_SQLSTATES
 
