@@ -115,7 +115,7 @@ async def _new_database(kind: str, tmp_path: Path) -> TestDatabase:
     async with admin.begin() as conn:
         await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     await admin.dispose()
-    engine = make_engine(TEST_POSTGRES_URL, pool_size=20, search_path=schema)
+    engine = make_engine(TEST_POSTGRES_URL, pool_size=5, search_path=schema)
     return TestDatabase(kind, TEST_POSTGRES_URL, schema, engine)
 
 
@@ -187,7 +187,7 @@ async def start_app(database: TestDatabase, *, engine: AsyncEngine | None = None
     )
     services = await app_module.build(
         settings,
-        engine=engine or database.new_engine(pool_size=10),
+        engine=engine or database.new_engine(pool_size=6),
         search_path=database.schema,
         **build_kwargs,
     )

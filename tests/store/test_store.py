@@ -33,7 +33,7 @@ async def _seed_agent(db, workspace_id: str = "ws1") -> str:
 
 async def test_fifty_concurrent_first_messages_of_a_thread_give_one_session(database):
     agent_id = await _seed_agent(database)
-    engine = database.new_engine(pool_size=25)
+    engine = database.new_engine(pool_size=10)
     maker = type(database.sessionmaker)(engine, expire_on_commit=False)
 
     async def one_call() -> tuple[str, bool]:
@@ -127,7 +127,7 @@ async def test_append_is_idempotent_on_the_runtime_event_id(database):
 
 async def test_concurrent_appenders_get_gapless_unique_seqs(database):
     session_id = await _new_session(database, await _seed_agent(database))
-    engine = database.new_engine(pool_size=20)
+    engine = database.new_engine(pool_size=10)
     maker = type(database.sessionmaker)(engine, expire_on_commit=False)
 
     async def writer(w: int) -> None:
