@@ -412,6 +412,20 @@ class Replicas:
                 replica.proc.kill()
                 replica.proc.wait()
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the live replicas used so far (from /proc)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for replica in self.items:
+            if not replica.alive or replica.proc is None:
+                continue
+            with contextlib.suppress(OSError):
+                fields = (
+                    Path(f"/proc/{replica.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                )
+                total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
     def turns_by_process(self) -> list[int]:
         """Turns each replica finished, from its log (a killed one counts what it finished)."""
         counts = []
@@ -947,6 +961,7 @@ class Outcome:
     send_seconds: float
     answer_seconds: float
     notes: list[str]
+    cpu: str = ""
 
 
 @dataclass
@@ -1012,7 +1027,14 @@ async def run_scenario(
                 await chaos_task
         answered_at = await settle(engine, slack, anthropic, plan, timeout=scenario.settle_timeout)
         result = await tally(engine, slack, anthropic, plan)
+        wall = time.monotonic() - stats.started
+        cpu = (
+            f"CPU over {wall:.0f} s: replicas {replicas.cpu_seconds():.0f} s (live ones), "
+            f"driver and fakes {time.process_time():.0f} s, load average "
+            f"{os.getloadavg()[0]:.1f}"
+        )
         return Outcome(
+            cpu=cpu,
             plan=plan,
             stats=stats,
             tally=result,
@@ -1048,6 +1070,8 @@ def describe(outcome: Outcome, scenario: Scenario) -> str:
     )
     if stats.undelivered:
         line += f", undelivered events {stats.undelivered}"
+    if outcome.cpu:
+        line += f" | {outcome.cpu}"
     if result.partial or result.notices or result.out_of_order:
         line += (
             f" | partial messages {result.partial}, notices {result.notices}, "

@@ -7,7 +7,9 @@ runtime is billed per session-hour. Operators override the table with MODEL_PRIC
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -84,6 +86,7 @@ class Billing:
         self.enforced = enforced
         self.clock = clock
         self._funded_until: dict[str, float] = {}
+        self._debiting: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def check_can_run(self, s: Any, workspace_id: str) -> None:
         """Refuse new work when the AI wallet is empty (unless billing is not enforced).
@@ -107,7 +110,10 @@ class Billing:
     ) -> Decimal | None:
         """Record the turn's usage and debit the AI wallet in one transaction, once per turn."""
         cost = self.prices.turn_cost(model, usage)
-        async with self.db.begin() as s:
+        # A workspace's turns all debit one wallet row: one debit at a time per process waits
+        # on its lock, the others wait here, holding no database connection (a busy workspace
+        # would otherwise fill every process's pool with debits queued on that row).
+        async with self._debiting[workspace_id], self.db.begin() as s:
             usage_id = await usage_store.record_turn(
                 s,
                 workspace_id=workspace_id,
@@ -138,7 +144,7 @@ class Billing:
         price = self.prices.tool_prices.get(tool_name)
         if price is None:
             return None
-        async with self.db.begin() as s:
+        async with self._debiting[workspace_id], self.db.begin() as s:
             logged = await usage_store.record_tool_call(
                 s,
                 workspace_id=workspace_id,
