@@ -428,13 +428,20 @@ class Replicas:
 
     def turns_by_process(self) -> list[int]:
         """Turns each replica finished, from its log (a killed one counts what it finished)."""
-        counts = []
-        for replica in self.items:
-            text_ = (
-                replica.log_path.read_text(errors="replace") if replica.log_path.exists() else ""
-            )
-            counts.append(text_.count('"msg": "turn finished"'))
-        return counts
+        return [self.log_count(r, '"msg": "turn finished"') for r in self.items]
+
+    @staticmethod
+    def log_count(replica: Replica, needle: str) -> int:
+        if not replica.log_path.exists():
+            return 0
+        return replica.log_path.read_text(errors="replace").count(needle)
+
+    def takeover_figures(self, slack: FakeSlack) -> str:
+        """Turns stopped by a process (lease lost, database gone) and turns taken over (each
+        resumed turn reads its Slack thread once)."""
+        abandoned = sum(self.log_count(r, '"msg": "turn abandoned') for r in self.items)
+        resumed = len(slack.calls_of("conversations.replies"))
+        return f"turns abandoned {abandoned}, turns taken over {resumed}"
 
 
 async def bind_agent(replica: Replica) -> dict[str, Any]:
@@ -962,6 +969,7 @@ class Outcome:
     answer_seconds: float
     notes: list[str]
     cpu: str = ""
+    takeovers: str = ""
 
 
 @dataclass
@@ -1022,19 +1030,32 @@ async def run_scenario(
         ) as sender:
             cluster = Cluster(replicas, slack, anthropic, sender, plan, engine, restart_postgres)
             chaos_task = asyncio.create_task(chaos(cluster)) if chaos else None
+            peak = [0]
+            connections = asyncio.create_task(_peak_connections(engine, peak))
             stats = await sender.run(plan)
             if chaos_task is not None:
                 await chaos_task
-        answered_at = await settle(engine, slack, anthropic, plan, timeout=scenario.settle_timeout)
+            answered_at = await settle(
+                engine, slack, anthropic, plan, timeout=scenario.settle_timeout
+            )
+            connections.cancel()
+            await asyncio.gather(connections, return_exceptions=True)
         result = await tally(engine, slack, anthropic, plan)
+        async with engine.connect() as conn:
+            opened = await conn.scalar(
+                text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+            )
         wall = time.monotonic() - stats.started
         cpu = (
+            f"peak {peak[0]} connections to the database, {opened} opened in all "
+            f"(DB_POOL_SIZE={scenario.pool_size} per process) | "
             f"CPU over {wall:.0f} s: replicas {replicas.cpu_seconds():.0f} s (live ones), "
             f"driver and fakes {time.process_time():.0f} s, load average "
             f"{os.getloadavg()[0]:.1f}"
         )
         return Outcome(
             cpu=cpu,
+            takeovers=replicas.takeover_figures(slack),
             plan=plan,
             stats=stats,
             tally=result,
@@ -1051,6 +1072,16 @@ async def run_scenario(
         await slack.stop()
 
 
+async def _peak_connections(engine: Any, peak: list[int]) -> None:
+    """Sample how many connections the database has (all replicas, the bus listeners, us)."""
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+    while True:
+        with contextlib.suppress(Exception):  # the database may be restarting
+            async with engine.connect() as conn:
+                peak[0] = max(peak[0], await conn.scalar(query))
+        await asyncio.sleep(0.5)
+
+
 def describe(outcome: Outcome, scenario: Scenario) -> str:
     """The common part of a bench's result line."""
     stats, result = outcome.stats, outcome.tally
@@ -1058,8 +1089,10 @@ def describe(outcome: Outcome, scenario: Scenario) -> str:
     ack_p99 = acks[max(0, int(len(acks) * 0.99) - 1)] if acks else float("nan")
     failures = ", ".join(f"{k} x{v}" for k, v in stats.non_200.most_common()) or "none"
     line = (
-        f"{scenario.processes} processes, {result.threads} threads, {result.messages} messages, "
-        f"{stats.originals} events + {stats.deliberate_retries} Slack retries to another process "
+        f"{scenario.processes} process{'es' if scenario.processes > 1 else ''}, "
+        f"{result.threads} threads, {result.messages} messages, "
+        f"{stats.originals} events + {stats.deliberate_retries} Slack retries "
+        f"{'to another process ' if scenario.processes > 1 else ''}"
         f"at {stats.originals / max(outcome.send_seconds, 1e-9):.0f} ev/s | "
         f"{result.summary()} | "
         f"answered in {outcome.answer_seconds:.1f} s "

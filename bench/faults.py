@@ -1,6 +1,6 @@
 """Replicas under faults: nothing lost, nothing doubled. One result line.
 
-    python bench/faults.py [--processes 3] [--threads 1000] [--messages 3] [--rate 60]
+    python bench/faults.py [--processes 3] [--threads 1000] [--messages 3] [--rate 25]
                            [--lease 3] [--shared-pg] [--keep-logs DIR]
 
 The load of `bench/replicas.py` (Slack threads sent round-robin to N `python app.py` processes,
@@ -121,7 +121,10 @@ async def main(args: argparse.Namespace) -> tuple[str, bool]:
         shutil.rmtree(workdir, ignore_errors=True)
     verdict = "OK" if outcome.tally.ok else "FAILED"
     faults = "; ".join(outcome.notes)
-    line = f"faults {verdict}: {describe(outcome, scenario)} | lease {args.lease:g} s | {faults}"
+    line = (
+        f"faults {verdict}: {describe(outcome, scenario)} | lease {args.lease:g} s, "
+        f"{outcome.takeovers} | {faults}"
+    )
     return line, outcome.tally.ok
 
 
@@ -130,7 +133,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=3, help="messages per thread")
-    parser.add_argument("--rate", type=float, default=60.0, help="events/s (0: as fast as can)")
+    parser.add_argument("--rate", type=float, default=25.0, help="events/s (0: as fast as can)")
     parser.add_argument("--retry-share", type=float, default=0.1)
     parser.add_argument("--slow-threads", type=int, default=10)
     parser.add_argument("--lease", type=float, default=3.0, help="TURN_LEASE_SECONDS")

@@ -1,6 +1,6 @@
 """Several `python app.py` replicas on one PostgreSQL behave as one product. One result line.
 
-    python bench/replicas.py [--processes 3] [--threads 1000] [--messages 3] [--rate 100]
+    python bench/replicas.py [--processes 3] [--threads 1000] [--messages 3] [--rate 30]
                              [--retry-share 0.1] [--slow-threads 10] [--keep-logs DIR]
 
 Creates a fresh database on the PostgreSQL server at TEST_POSTGRES_URL (migrated with
@@ -62,7 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=3, help="messages per thread")
-    parser.add_argument("--rate", type=float, default=100.0, help="events/s (0: as fast as can)")
+    parser.add_argument("--rate", type=float, default=30.0, help="events/s (0: as fast as can)")
     parser.add_argument("--retry-share", type=float, default=0.1)
     parser.add_argument("--slow-threads", type=int, default=10)
     parser.add_argument("--pool-size", type=int, default=10, help="DB_POOL_SIZE per process")
