@@ -198,3 +198,15 @@ async def start_app(database: TestDatabase, *, engine: AsyncEngine | None = None
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     return RunningApp(services, runner, f"http://127.0.0.1:{port}")
+
+
+FAKE_API_KEY = "sk-ant-test"
+
+
+@pytest.fixture
+async def fake_runtime():
+    """The fake managed-agents API on a free loopback port (the real SDK talks to it)."""
+    from tests.fakes.anthropic_api import FakeAnthropic
+
+    async with FakeAnthropic(api_key=FAKE_API_KEY) as fake:
+        yield fake

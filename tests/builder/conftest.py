@@ -12,22 +12,16 @@ import pytest
 
 from router.builder import BUILDER_TOOLS
 from router.types import Actor
-from tests.conftest import RunningApp, TestDatabase, start_app
+from tests.conftest import FAKE_API_KEY, RunningApp, TestDatabase, start_app
 from tests.dashboard.conftest import Api, Reply
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.waiting import eventually
 
 SECRET = "builder-test-jwt-secret-long-enough-for-hs256"
-API_KEY = "sk-ant-builder-test"
+API_KEY = FAKE_API_KEY  # the key the shared `fake_runtime` fixture expects
 WORKSPACE = "ws_alpha"  # the workspace of Api.token
 ACTOR = Actor(WORKSPACE, "user_1")
 OTHER_ACTOR = Actor("ws_beta", "user_1")  # the workspace of Api.other_token
-
-
-@pytest.fixture
-async def fake_runtime() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key=API_KEY) as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 
 import app as app_module
-from tests.conftest import RunningApp, TestDatabase, start_app
+from tests.conftest import FAKE_API_KEY, RunningApp, TestDatabase, start_app
 from tests.fakes.anthropic_api import FakeAnthropic
 
 SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
-API_KEY = "sk-ant-dashboard-test"
+API_KEY = FAKE_API_KEY  # the key the shared `fake_runtime` fixture expects
 WORKSPACE = "ws_alpha"
 OTHER_WORKSPACE = "ws_beta"
 
@@ -101,12 +101,6 @@ def assert_error(reply: Reply, status: int, code: str | None = None) -> dict[str
     if code is not None:
         assert error["code"] == code, error
     return error
-
-
-@pytest.fixture
-async def fake_runtime() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key=API_KEY) as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -23,12 +23,12 @@ import pytest
 import app as app_module
 from dashboard_api.transcript import PAGE
 from router.types import Actor
-from tests.conftest import RunningApp, TestDatabase, start_app
+from tests.conftest import FAKE_API_KEY, RunningApp, TestDatabase, start_app
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.waiting import eventually
 
 SECRET = "transcript-test-secret-long-enough-for-hs256"
-API_KEY = "sk-ant-transcript-test"
+API_KEY = FAKE_API_KEY  # the key the shared `fake_runtime` fixture expects
 WORKSPACE = "ws_transcript"
 USER = "reader_1"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -86,12 +86,6 @@ async def browser() -> AsyncIterator[Any]:
             yield chromium
         finally:
             await chromium.close()
-
-
-@pytest.fixture
-async def fake_runtime() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key=API_KEY) as fake:
-        yield fake
 
 
 @pytest.fixture

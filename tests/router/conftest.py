@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from router.sessions import SessionService
 from router.types import Actor
-from tests.conftest import TestDatabase, start_app
+from tests.conftest import FAKE_API_KEY, TestDatabase, start_app
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.waiting import eventually
 
 ACTOR = Actor("ws_core", "user_1")
-API_KEY = "sk-ant-test"
-
-
-@pytest.fixture
-async def fake_runtime() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key=API_KEY) as fake:
-        yield fake
+API_KEY = FAKE_API_KEY  # the key the shared `fake_runtime` fixture expects
 
 
 @pytest.fixture
