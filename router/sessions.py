@@ -21,7 +21,7 @@ from router.errors import (
     SessionNotFound,
 )
 from router.ports import AgentRuntime
-from router.turns import TurnRunner, append_app_event, record_of, spec_of
+from router.turns import TurnRunner, append_app_event, record_of, spec_of, thread_of
 from router.types import (
     Actor,
     AgentView,
@@ -30,7 +30,6 @@ from router.types import (
     Page,
     SessionView,
     SlackBindingView,
-    SlackThread,
 )
 from store import agents as agents_store
 from store import events as events_store
@@ -61,11 +60,7 @@ def session_view(row: Any, queued: int) -> SessionView:
         source=row.source,
         title=row.title,
         created_by=row.created_by,
-        slack=(
-            SlackThread(row.slack_team_id, row.slack_channel_id, row.slack_thread_ts)
-            if row.slack_conversation_key
-            else None
-        ),
+        slack=thread_of(row),
         created_at=row.created_at,
         updated_at=row.updated_at,
         archived_at=row.archived_at,

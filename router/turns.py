@@ -252,11 +252,7 @@ class TurnRunner:
             message_id=message.id,
             message_text=message.text,
             author=message.author,
-            slack=(
-                SlackThread(row.slack_team_id, row.slack_channel_id, row.slack_thread_ts)
-                if row.slack_conversation_key
-                else None
-            ),
+            slack=thread_of(row),
             slack_message_ts=message.slack_ts,
             extra={
                 "usage": TurnUsage(),
@@ -811,6 +807,13 @@ async def append_app_event(
     if ctx is not None:
         runner._notify("turn_item", ctx, record)
     return record
+
+
+def thread_of(row: Any) -> SlackThread | None:
+    """The Slack thread a session row lives in, if it has one yet."""
+    if not row.slack_conversation_key:
+        return None
+    return SlackThread(row.slack_team_id, row.slack_channel_id, row.slack_thread_ts)
 
 
 def spec_of(agent: Any) -> AgentSpec:
