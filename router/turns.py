@@ -62,7 +62,7 @@ _LEASE_LOST = object()
 
 
 class LeaseLost(Exception):
-    """This runner may no longer drive the turn (see `TurnRunner._keep_lease`)."""
+    """This runner may no longer drive the turn (see `TurnRunner._hold`)."""
 
 
 FAILED_OUTCOMES = ("error", "timeout", "terminated", "retries_exhausted")
@@ -131,6 +131,8 @@ class TurnRunner:
         self.lease_seconds = lease_seconds
         self.recover_every = recover_every
         self.delivery_timeout = delivery_timeout
+        self._held: dict[str, TurnContext] = {}
+        self._lease_task: asyncio.Task[None] | None = None
         self.clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
@@ -216,6 +218,10 @@ class TurnRunner:
             if pending:
                 await asyncio.wait(pending, timeout=5)
                 log.warning("turns left to the next start", extra={"count": len(pending)})
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
 
     # -- one turn -----------------------------------------------------------------------------
 
@@ -268,8 +274,7 @@ class TurnRunner:
         )
         log.info("turn started", extra={"session_id": session_id, "turn": ctx.turn})
         self._notify("turn_started", ctx)
-        ctx.extra["lease_gone"] = asyncio.Event()
-        renew = asyncio.create_task(self._keep_lease(session_id, ctx, lease_from))
+        self._hold(ctx, lease_from)
         outcome = TurnOutcome("error")
         try:
             outcome = await self._drive(ctx, row, agent, message)
@@ -281,7 +286,7 @@ class TurnRunner:
             outcome = TurnOutcome("shutdown")
             raise
         finally:
-            renew.cancel()
+            self._unhold(ctx)
             if outcome.reason != "shutdown":
                 outcome = await self._end_turn(ctx, message, outcome)
         return outcome.reason != ABANDONED
@@ -378,6 +383,10 @@ class TurnRunner:
     async def _settle(self, ctx: TurnContext, message: Any, outcome: TurnOutcome) -> None:
         await self._charge(ctx)
         async with self.db.begin() as s:
+            # The session row first, as every transaction that touches a session and its inbox
+            # does (a Slack ack locks it to number its message): the other order deadlocks
+            # with the second event of a mention arriving just now.
+            await sessions_store.release_turn(s, ctx.session_id, runner_id=self.runner_id)
             if ctx.extra.get("delivered"):
                 await queue_store.mark_sent(s, message.id)
             else:
@@ -390,7 +399,6 @@ class TurnRunner:
                     status="error" if failed else "ok",
                     error=ctx.extra.get("error") if failed else None,
                 )
-            await sessions_store.release_turn(s, ctx.session_id, runner_id=self.runner_id)
 
     async def _charge(self, ctx: TurnContext) -> None:
         usage: TurnUsage = ctx.extra["usage"]
@@ -419,52 +427,67 @@ class TurnRunner:
             elif record.type == "session.status_idle":
                 ctx.extra["idle_at"] = _parse_time(record.data.get("processed_at"))
 
-    async def _keep_lease(self, session_id: str, ctx: TurnContext, held_from: float) -> None:
-        """Renew the lease every third of it. The turn may act (send to the runtime, mirror,
-        deliver) only until `lease_deadline`, a third of a lease before anybody else may claim
-        the session; when a renewal has not come back by then, or another runner holds the
-        session, the turn is told to stop (`lease_lost`), because two runners must never drive
-        one turn: each would send and answer. Renewals run as tasks of their own, so stopping
-        never cancels a statement halfway (that leaves an asyncpg connection unusable)."""
-        loop = asyncio.get_running_loop()
-        period = self.lease_seconds / 3
-        ctx.extra["lease_deadline"] = held_from + self.lease_seconds - period
-        while True:
-            deadline = ctx.extra["lease_deadline"]
-            await asyncio.sleep(max(0.0, min(period, deadline - loop.time())))
-            asked_at = loop.time()
-            renewal = asyncio.ensure_future(self._renew(session_id))
-            try:
-                await asyncio.wait({renewal}, timeout=max(0.0, deadline - asked_at))
-            finally:
-                if not renewal.done():  # left to finish on its own (see above)
-                    renewal.add_done_callback(_quiet_result)
-            if not renewal.done():
-                return self._lose_lease(ctx, "the lease could not be renewed in time")
-            if renewal.exception() is not None:
-                log.warning(
-                    "lease renewal failed",
-                    extra={"session_id": session_id, "error": repr(renewal.exception())},
-                )
-                if loop.time() < deadline:
-                    continue
-                return self._lose_lease(ctx, "the lease could not be renewed in time")
-            if not renewal.result():
-                return self._lose_lease(ctx, "another runner holds the session")
-            ctx.extra["lease_deadline"] = asked_at + self.lease_seconds - period
+    def _hold(self, ctx: TurnContext, held_from: float) -> None:
+        """A claimed session: kept by `_keep_leases`, watched by a timer at `lease_deadline`.
 
-    async def _renew(self, session_id: str) -> bool:
-        """True while the lease is ours (an archived session stays ours: nobody takes it)."""
-        async with self.db.begin() as s:
-            if await sessions_store.renew_lease(
-                s, session_id, runner_id=self.runner_id, lease_until=self._lease()
-            ):
-                return True
-            row = await sessions_store.get_session(s, session_id)
-            return row is not None and row.runner_id == self.runner_id
+        The turn may act (send to the runtime, mirror, deliver) only until `lease_deadline`, a
+        third of a lease before anybody else may claim the session; when no renewal has come
+        back by then, or another runner holds the session, the turn is told to stop
+        (`lease_lost`): two runners must never drive one turn (each would send and answer)."""
+        ctx.extra["lease_gone"] = asyncio.Event()
+        self._held[ctx.session_id] = ctx
+        self._extend(ctx, held_from + self.lease_seconds * 2 / 3)
+        if self._lease_task is None or self._lease_task.done():
+            self._lease_task = asyncio.create_task(self._keep_leases(), name="turns:leases")
+
+    def _unhold(self, ctx: TurnContext) -> None:
+        if self._held.get(ctx.session_id) is ctx:
+            del self._held[ctx.session_id]
+        timer = ctx.extra.pop("lease_timer", None)
+        if timer is not None:
+            timer.cancel()
+
+    def _extend(self, ctx: TurnContext, deadline: float) -> None:
+        if ctx.extra.get("lease_lost") or deadline <= ctx.extra.get("lease_deadline", 0.0):
+            return
+        ctx.extra["lease_deadline"] = deadline
+        timer = ctx.extra.get("lease_timer")
+        if timer is not None:
+            timer.cancel()
+        ctx.extra["lease_timer"] = asyncio.get_running_loop().call_at(
+            deadline, self._lose_lease, ctx, "the lease could not be renewed in time"
+        )
+
+    async def _keep_leases(self) -> None:
+        """Every third of a lease, renew in one statement the leases of every session this
+        runner holds (one round trip per process, however many turns run)."""
+        loop = asyncio.get_running_loop()
+        while self._held:
+            await asyncio.sleep(self.lease_seconds / 3)
+            held = dict(self._held)
+            if not held:
+                continue
+            asked_at = loop.time()
+            try:
+                async with self.db.begin() as s:
+                    kept = await sessions_store.renew_leases(
+                        s, list(held), runner_id=self.runner_id, lease_until=self._lease()
+                    )
+            except Exception as exc:
+                log.warning(
+                    "lease renewal failed", extra={"sessions": len(held), "error": repr(exc)[:300]}
+                )
+                continue
+            for session_id, ctx in held.items():
+                if session_id in kept:
+                    self._extend(ctx, asked_at + self.lease_seconds * 2 / 3)
+                elif self._held.get(session_id) is ctx:
+                    self._lose_lease(ctx, "another runner holds the session")
 
     @staticmethod
     def _lose_lease(ctx: TurnContext, reason: str) -> None:
+        if ctx.extra.get("lease_lost"):
+            return
         ctx.extra["lease_lost"] = reason
         ctx.extra["lease_gone"].set()
         queue = ctx.extra.get("queue")
@@ -473,7 +496,7 @@ class TurnRunner:
 
     @staticmethod
     def _check_lease(ctx: TurnContext) -> None:
-        """Raise `LeaseLost` when the turn may no longer act (see `_keep_lease`)."""
+        """Raise `LeaseLost` when the turn may no longer act (see `_hold`)."""
         deadline = ctx.extra.get("lease_deadline")
         if ctx.extra.get("lease_lost") or (
             deadline is not None and asyncio.get_running_loop().time() > deadline

@@ -302,6 +302,21 @@ async def renew_lease(
     return bool(result.rowcount)
 
 
+async def renew_leases(
+    db: DbSession, session_ids: list[str], *, runner_id: str, lease_until: datetime
+) -> set[str]:
+    """Extend the leases `runner_id` holds on these sessions; returns those it still holds
+    (a session another runner took over is not among them; an archived one still is)."""
+    result = await db.execute(
+        update(AgentSession)
+        .where(AgentSession.id.in_(session_ids), AgentSession.runner_id == runner_id)
+        .values(lease_expires_at=lease_until)
+        .returning(AgentSession.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(result.scalars())
+
+
 async def release_turn(db: DbSession, session_id: str, *, runner_id: str) -> bool:
     """End the turn: back to idle (an archived session stays archived)."""
     now = utcnow()
