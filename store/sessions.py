@@ -287,21 +287,6 @@ async def take_over_running(
     return bool(result.rowcount)
 
 
-async def renew_lease(
-    db: DbSession, session_id: str, *, runner_id: str, lease_until: datetime
-) -> bool:
-    result = await db.execute(
-        update(AgentSession)
-        .where(
-            AgentSession.id == session_id,
-            AgentSession.runner_id == runner_id,
-            AgentSession.status == "running",
-        )
-        .values(lease_expires_at=lease_until)
-    )
-    return bool(result.rowcount)
-
-
 async def renew_leases(
     db: DbSession, session_ids: list[str], *, runner_id: str, lease_until: datetime
 ) -> set[str]:
